@@ -1,0 +1,220 @@
+"""Linux TUN device opened directly through ``/dev/net/tun`` (``IFF_TUN | IFF_NO_PI``).
+
+The fd is non-blocking and used without any wrapper: ``read_nowait`` is one
+``os.read`` and ``write_nowait`` one ``os.write`` (≈1 µs each, against 4–7 µs
+through ``trio.lowlevel.FdStream``), and Trio is only involved through
+``wait_readable`` / ``wait_writable`` when the fd has nothing to give.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+import struct
+from types import TracebackType
+
+import trio
+
+from trio_sudp.tun.errors import TunError
+
+__all__ = ["READ_SIZE", "TUN_PATH", "LinuxTun", "check_ifname"]
+
+TUN_PATH = "/dev/net/tun"
+
+#: Bytes asked of every read: an IP packet can be up to 64 KiB, and a short buffer
+#: would silently truncate it.
+READ_SIZE = 65535
+
+_TUNSETIFF = 0x400454CA
+_IFF_TUN = 0x0001
+_IFF_NO_PI = 0x1000
+_SIOCGIFMTU = 0x8921
+_SIOCSIFMTU = 0x8922
+_IFNAMSIZ = 16
+# struct ifreq is 40 bytes on 64-bit Linux: a 16-byte name and a 24-byte union.
+_IFREQ_FLAGS = struct.Struct("16sH22x")
+_IFREQ_INT = struct.Struct("16si20x")
+
+_NEEDS_PRIVILEGE = "run as root or grant CAP_NET_ADMIN"
+
+
+def check_ifname(name: str) -> bytes:
+    """Return ``name`` as the bytes of an ``ifreq``; raise :class:`TunError` if invalid.
+
+    A name may hold one ``%d`` the kernel replaces with the first free number.
+    """
+    try:
+        raw = name.encode("ascii")
+    except UnicodeEncodeError:
+        raise TunError(f"invalid interface name {name!r}: not ASCII") from None
+    if not raw or len(raw) >= _IFNAMSIZ:
+        raise TunError(f"invalid interface name {name!r}: must be 1 to {_IFNAMSIZ - 1} bytes")
+    if name in (".", "..") or any(c in name for c in "/: \t\n") or name.count("%") > 1:
+        raise TunError(f"invalid interface name {name!r}")
+    return raw
+
+
+class LinuxTun:
+    """One open, non-persistent Linux TUN device: closing it deletes the interface."""
+
+    __slots__ = ("_fd", "_name", "_read_size")
+
+    def __init__(self, fd: int, name: str, *, read_size: int = READ_SIZE) -> None:
+        """Wrap an already configured, non-blocking TUN fd (see :meth:`open`)."""
+        self._fd = fd
+        self._name = name
+        self._read_size = read_size
+
+    @classmethod
+    def open(
+        cls,
+        name: str | None = None,
+        *,
+        mtu: int | None = None,
+        path: str = TUN_PATH,
+        read_size: int = READ_SIZE,
+    ) -> LinuxTun:
+        """Create a TUN device named ``name`` (or a pattern such as ``"sudp%d"``).
+
+        ``None`` lets the kernel choose (``tun0``, ``tun1``, ...). ``mtu``, when
+        given, is set on the new interface. ``read_size`` bounds one read: a packet
+        longer than it is truncated, so keep it at least the largest MTU the
+        interface will have (a smaller buffer saves ≈0.3 µs per read). Raises
+        :class:`TunError` with the reason.
+        """
+        raw = check_ifname(name) if name is not None else b""
+        shown = name or "tun%d"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _open_error(path, exc) from exc
+        try:
+            ifr = fcntl.ioctl(fd, _TUNSETIFF, _IFREQ_FLAGS.pack(raw, _IFF_TUN | _IFF_NO_PI))
+            actual = _IFREQ_FLAGS.unpack(ifr)[0].rstrip(b"\0").decode("ascii")
+            tun = cls(fd, actual, read_size=read_size)
+            if mtu is not None:
+                tun.set_mtu(mtu)
+        except OSError as exc:
+            os.close(fd)
+            raise _setiff_error(shown, exc) from exc
+        except BaseException:
+            os.close(fd)
+            raise
+        return tun
+
+    @property
+    def name(self) -> str:
+        """The interface name the kernel gave the device."""
+        return self._name
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._fd < 0
+
+    def fileno(self) -> int:
+        """The TUN fd (``-1`` once closed)."""
+        return self._fd
+
+    @property
+    def mtu(self) -> int:
+        """The interface MTU, read from the kernel."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            ifr = fcntl.ioctl(s, _SIOCGIFMTU, _IFREQ_INT.pack(self._name.encode(), 0))
+        mtu: int = _IFREQ_INT.unpack(ifr)[1]
+        return mtu
+
+    def set_mtu(self, mtu: int) -> None:
+        """Set the interface MTU; raise :class:`TunError` if the kernel refuses it."""
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                fcntl.ioctl(s, _SIOCSIFMTU, _IFREQ_INT.pack(self._name.encode(), mtu))
+        except OSError as exc:
+            raise TunError(
+                f"cannot set MTU {mtu} on {self._name}: {exc.strerror or exc}", exc.errno
+            ) from exc
+
+    def read_nowait(self) -> bytes:
+        """Return one IP packet; raise ``BlockingIOError`` when none is ready.
+
+        Raises ``trio.ClosedResourceError`` once closed.
+        """
+        try:
+            return os.read(self._fd, self._read_size)
+        except OSError:
+            if self._fd < 0:
+                raise trio.ClosedResourceError("the TUN device was closed") from None
+            raise
+
+    def write_nowait(self, packet: bytes) -> None:
+        """Write one IP packet; raise ``BlockingIOError`` if the device would block.
+
+        Other ``OSError`` mean this packet is lost: ``EINVAL`` for a packet that is
+        not IPv4 or IPv6, ``EIO`` while the interface is down.
+        """
+        try:
+            os.write(self._fd, packet)
+        except OSError:
+            if self._fd < 0:
+                raise trio.ClosedResourceError("the TUN device was closed") from None
+            raise
+
+    async def wait_readable(self) -> None:
+        """Sleep until ``read_nowait`` may succeed; ``ClosedResourceError`` on close."""
+        if self._fd < 0:
+            raise trio.ClosedResourceError("the TUN device was closed")
+        await trio.lowlevel.wait_readable(self._fd)
+
+    async def wait_writable(self) -> None:
+        """Sleep until ``write_nowait`` may succeed; ``ClosedResourceError`` on close."""
+        if self._fd < 0:
+            raise trio.ClosedResourceError("the TUN device was closed")
+        await trio.lowlevel.wait_writable(self._fd)
+
+    def close(self) -> None:
+        """Close the fd, which deletes the interface, waking waiters. Idempotent."""
+        fd, self._fd = self._fd, -1
+        if fd < 0:
+            return
+        with contextlib.suppress(RuntimeError):  # outside trio.run nobody can be waiting
+            trio.lowlevel.notify_closing(fd)
+        os.close(fd)
+
+    def __enter__(self) -> LinuxTun:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<LinuxTun {self._name} fd={self._fd}>"
+
+
+def _open_error(path: str, exc: OSError) -> TunError:
+    if exc.errno in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
+        hint = "no such device (load the tun kernel module: modprobe tun)"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        hint = f"permission denied ({_NEEDS_PRIVILEGE})"
+    else:
+        hint = exc.strerror or str(exc)
+    return TunError(f"cannot open {path}: {hint}", exc.errno)
+
+
+def _setiff_error(name: str, exc: OSError) -> TunError:
+    if exc.errno in (errno.EPERM, errno.EACCES):
+        hint = f"operation not permitted ({_NEEDS_PRIVILEGE})"
+    elif exc.errno == errno.EBUSY:
+        hint = "the name is used by another open TUN device"
+    elif exc.errno == errno.EINVAL:
+        hint = "invalid name, or an interface that is not a TUN device has that name"
+    else:
+        hint = exc.strerror or str(exc)
+    return TunError(f"cannot create TUN device {name!r}: {hint}", exc.errno)
