@@ -20,6 +20,7 @@ from .errors import (
     NotConnected,
     PayloadTooLarge,
     SUDPError,
+    UnknownPeer,
 )
 from .events import (
     Connected,
@@ -72,6 +73,7 @@ __all__ = [
     "SessionState",
     "SessionStats",
     "SystemClock",
+    "UnknownPeer",
     "Version",
     "WallClock",
     "max_payload",

@@ -66,6 +66,13 @@ class NotConnected(LocalProtocolError):
     """Data was sent before a session key exists."""
 
 
+class UnknownPeer(LocalProtocolError, KeyError):
+    """No peer with that virtual address is configured."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown peer"
+
+
 class PayloadTooLarge(LocalProtocolError, ValueError):
     """A payload does not fit in one datagram a Go peer can read (SPEC §6)."""
 

@@ -2,7 +2,7 @@
 
 trio-sudp senders build nonces as a 32-bit per-key prefix plus a 64-bit counter that
 starts at 1; Go senders use 12 random bytes. The filter learns the prefix of the first
-nonce whose counter part is small enough to be a counter, and keeps a sliding window
+nonce whose counter part is below 2**32 (as a counter's always is), and keeps a sliding window
 (the highest counter and the missing counters below it) for nonces that share it; any
 other nonce is remembered in a bounded FIFO set. Memory is bounded by
 ``window`` and ``memory`` entries whatever the traffic.
@@ -15,6 +15,9 @@ from collections import deque
 __all__ = ["ReplayFilter"]
 
 _COUNTER_MASK = (1 << 64) - 1
+#: Counters stay far below this within one epoch (30 s); a random 64-bit value
+#: falls below it with probability 2**-32.
+_MAX_COUNTER = 1 << 32
 
 
 class ReplayFilter:
@@ -36,8 +39,8 @@ class ReplayFilter:
         n = int.from_bytes(nonce, "big")
         base = self._base
         if base is None:
-            if n & _COUNTER_MASK > self._window:
-                # Too far from a counter's start to be one: a random nonce.
+            if n & _COUNTER_MASK > _MAX_COUNTER:
+                # A counter never gets this high within one epoch: a random nonce.
                 return self._accept_random(nonce)
             # The first counter nonce: counters before it may still arrive late.
             self._base = n >> 64

@@ -191,7 +191,7 @@ class Session:
         self.epochs = EpochSet()
         self.stats = SessionStats()
         #: Where the peer's datagrams come from and ours go (``None``: unknown yet).
-        self.endpoint: Address | None = None
+        self.endpoint: Address = None
         #: local wall clock minus the peer's, fixed by its first authenticated message.
         self.offset_us: int | None = None
         #: Monotonic time of the last completed handshake.
@@ -200,6 +200,8 @@ class Session:
         self.last_received_at: float | None = None
         #: Set when a timer deadline may have moved earlier; the driver clears it.
         self.timers_changed = False
+        #: Free for the driver: the runtime keeps its per-peer object here.
+        self.owner: Any = None
         #: Events not yet taken by the driver (see :meth:`take_events`).
         self.events: list[Event] = []
         #: Datagrams to send, with their destination, not yet taken by the driver.

@@ -1,7 +1,8 @@
-"""Public test helpers: an in-memory datagram network (and an in-memory TUN pair)."""
+"""Public test helpers: an in-memory datagram network, an in-memory TUN pair, a Trio wall clock."""
 
 from __future__ import annotations
 
+from trio_sudp.testing.clock import TrioWallClock
 from trio_sudp.testing.fakenet import (
     Capture,
     CapturedDatagram,
@@ -12,6 +13,7 @@ from trio_sudp.testing.fakenet import (
     LinkStats,
     TransportStats,
 )
+from trio_sudp.testing.memtun import MemoryTun, memory_tun_pair
 
 __all__ = [
     "Capture",
@@ -21,5 +23,8 @@ __all__ = [
     "Fate",
     "LinkConfig",
     "LinkStats",
+    "MemoryTun",
     "TransportStats",
+    "TrioWallClock",
+    "memory_tun_pair",
 ]

@@ -1,0 +1,136 @@
+"""Pieces the client and server runtimes share."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from ..protocol.clock import WallClock
+from ..protocol.errors import ConfigError
+from ..protocol.peers import LocalIdentity, Peer
+from ..protocol.settings import SessionSettings
+from .transport import Address, DatagramNetwork
+from .udp import UDPNetwork, parse_host_port, resolve_address
+
+__all__ = [
+    "AddressLike",
+    "check_common",
+    "collapse_exception_groups",
+    "resolve_for",
+    "wall_clock_for",
+]
+
+#: ``"host:port"``, ``"[v6]:port"`` or a ``(host, port)`` tuple.
+AddressLike = str | tuple[Any, ...]
+
+
+def check_common(
+    local: object, settings: object, clock: object, network: object, receive_queue: object
+) -> None:
+    """Validate the arguments every entry point takes, before any socket opens."""
+    if not isinstance(local, LocalIdentity):
+        raise ConfigError(f"local must be a LocalIdentity, not {type(local).__name__}")
+    if settings is not None and not isinstance(settings, SessionSettings):
+        raise ConfigError(f"settings must be a SessionSettings, not {type(settings).__name__}")
+    if clock is not None and not callable(getattr(clock, "now_us", None)):
+        raise ConfigError("clock must have a now_us() method (see trio_sudp.WallClock)")
+    if network is not None and not callable(getattr(network, "bind", None)):
+        raise ConfigError("network must have a bind(address) method (see DatagramNetwork)")
+    if isinstance(receive_queue, bool) or not isinstance(receive_queue, int) or receive_queue < 1:
+        raise ConfigError(f"receive_queue must be a positive integer, not {receive_queue!r}")
+
+
+def check_peer(peer: object, what: str) -> Peer:
+    if not isinstance(peer, Peer):
+        raise ConfigError(f"{what} must be a Peer, not {type(peer).__name__}")
+    return peer
+
+
+def as_tuple(address: AddressLike, what: str) -> tuple[Any, ...]:
+    """Parse an address given as text; check a tuple's shape."""
+    if isinstance(address, str):
+        try:
+            return parse_host_port(address)
+        except ValueError as exc:
+            raise ConfigError(f"{what}: {exc}") from None
+    if (
+        not isinstance(address, tuple)
+        or len(address) < 2
+        or not isinstance(address[0], str)
+        or isinstance(address[1], bool)
+        or not isinstance(address[1], int)
+        or not 0 <= address[1] <= 65535
+    ):
+        raise ConfigError(f"{what} must be 'host:port' or (host, port), not {address!r}")
+    return address
+
+
+async def resolve_for(
+    network: DatagramNetwork, destination: AddressLike, bind: AddressLike | None, what: str
+) -> tuple[Address, Address]:
+    """The destination as the transport will see it, and the local address to bind.
+
+    On the real network a name is resolved and the socket family follows the
+    destination; other networks (the fake one) take addresses as given.
+    """
+    dest = as_tuple(destination, what)
+    if not isinstance(network, UDPNetwork):
+        if bind is None:
+            raise ConfigError("bind=(host, port) is required on a network other than UDP")
+        return dest, as_tuple(bind, "bind")
+    if bind is not None:
+        local = as_tuple(bind, "bind")
+        family = socket.AF_INET6 if ":" in str(local[0]) else socket.AF_INET
+    else:
+        family = await _family_of(str(dest[0]), int(dest[1]))
+        local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
+    try:
+        return await resolve_address((str(dest[0]), int(dest[1])), family), local
+    except OSError as exc:
+        raise OSError(exc.errno, f"{what}: cannot resolve {dest[0]!r}: {exc.strerror}") from None
+
+
+async def _family_of(host: str, port: int) -> socket.AddressFamily:
+    if ":" in host:
+        return socket.AF_INET6
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        pass
+    else:
+        return socket.AF_INET
+    try:
+        infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot resolve {host!r}: {exc.strerror or exc}") from None
+    families = {info[0] for info in infos}
+    return socket.AF_INET if socket.AF_INET in families else socket.AF_INET6
+
+
+def wall_clock_for(clock: WallClock | None) -> WallClock:
+    from ..protocol.clock import SystemClock
+
+    return clock if clock is not None else SystemClock()
+
+
+@asynccontextmanager
+async def collapse_exception_groups() -> AsyncIterator[None]:
+    """Re-raise a lone exception out of the nursery's ExceptionGroup.
+
+    Our context managers run a nursery around the user's block; Trio wraps anything
+    raised there in an ExceptionGroup. A single error (ours or the user's) is more
+    useful unwrapped, so ``except HandshakeError`` works as documented.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        inner: BaseException = group
+        while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+            inner = inner.exceptions[0]
+        if inner is group:
+            raise
+        raise inner from None
