@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import trio
@@ -41,6 +41,10 @@ class SUDPClient:
         self._endpoint = endpoint
         self._send_channel, self._receive_channel = trio.open_memory_channel[bytes](receive_queue)
         self._closed = False
+        #: Where payloads go: the receive queue, unless replaced (the VPN writes to TUN).
+        self.on_payload: Callable[[PeerRunner, bytes], None] = self._deliver
+        #: Extra observer of every session event (the VPN and the control socket use it).
+        self.on_event: Callable[[PeerRunner, ev.Event], None] | None = None
         self._connected = trio.Event()
         self._first_failure: str | None = None
         self._first_result = trio.Event()
@@ -54,6 +58,9 @@ class SUDPClient:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             runner.drops["closed"] += 1
 
+    def _payload(self, runner: PeerRunner, payload: bytes) -> None:
+        self.on_payload(runner, payload)
+
     def _event(self, runner: PeerRunner, event: ev.Event) -> None:
         if isinstance(event, ev.Connected | ev.Rekeyed):
             self._connected.set()
@@ -61,8 +68,15 @@ class SUDPClient:
         elif isinstance(event, ev.HandshakeFailed) and not self._connected.is_set():
             self._first_failure = event.reason
             self._first_result.set()
+        if self.on_event is not None:
+            self.on_event(runner, event)
 
     # ----------------------------------------------------------------- API
+
+    @property
+    def runner(self) -> PeerRunner:
+        """The session's runner (``runner.send(payload, now)`` is the per-packet path)."""
+        return self._runner
 
     @property
     def local_address(self) -> Address:
@@ -178,7 +192,7 @@ async def open_client(
             runner = PeerRunner(session, endpoint, on_payload=lambda r, p: None)
             endpoint.receiver = runner.handle
             client = SUDPClient(session, runner, endpoint, receive_queue)
-            runner.on_payload = client._deliver
+            runner.on_payload = client._payload
             runner.on_event = client._event
             await nursery.start(endpoint.run)
             timers = [

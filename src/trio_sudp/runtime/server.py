@@ -107,6 +107,11 @@ class SUDPServer:
         """The UDP address the server listens on."""
         return self._endpoint.local_address
 
+    @property
+    def runners(self) -> dict[int, PeerRunner]:
+        """Each configured client's runner by vaddr (read-only; the per-packet lookup)."""
+        return self._runners
+
     def runner(self, vaddr: int) -> PeerRunner:
         try:
             return self._runners[vaddr]
