@@ -14,6 +14,7 @@ from trio_sudp.testing.fakenet import (
     TransportStats,
 )
 from trio_sudp.testing.memtun import MemoryTun, memory_tun_pair
+from trio_sudp.testing.netbackend import MemoryNetBackend
 
 __all__ = [
     "Capture",
@@ -23,6 +24,7 @@ __all__ = [
     "Fate",
     "LinkConfig",
     "LinkStats",
+    "MemoryNetBackend",
     "MemoryTun",
     "TransportStats",
     "TrioWallClock",

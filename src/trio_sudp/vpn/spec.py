@@ -1,0 +1,76 @@
+"""What the VPN needs from a configuration (the config package's models provide it)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import Protocol
+
+from ..protocol.crypto import PrivateKey
+from ..protocol.peers import Peer
+from ..protocol.settings import SessionSettings
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class ClientEntry(Protocol):
+    """One client as the server knows it."""
+
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def peer(self) -> Peer: ...
+    @property
+    def addresses(self) -> Sequence[IPInterface | IPNetwork | IPAddress]: ...
+    @property
+    def routes(self) -> Sequence[IPNetwork]: ...
+
+
+class ServerSpec(Protocol):
+    """A VPN server: where it listens, who it is, its tunnel network and clients."""
+
+    @property
+    def listen(self) -> tuple[str, int]: ...
+    @property
+    def private_key(self) -> PrivateKey: ...
+    @property
+    def addresses(self) -> Sequence[IPInterface]: ...
+    @property
+    def mtu(self) -> int | None: ...
+    @property
+    def interface(self) -> str | None: ...
+    @property
+    def peers(self) -> Sequence[ClientEntry]: ...
+    @property
+    def settings(self) -> SessionSettings: ...
+    @property
+    def handshake_rate(self) -> float | None: ...
+
+
+class ClientSpec(Protocol):
+    """A VPN client: its identity, its tunnel addresses, and its server."""
+
+    @property
+    def private_key(self) -> PrivateKey: ...
+    @property
+    def vaddr(self) -> int: ...
+    @property
+    def addresses(self) -> Sequence[IPInterface]: ...
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def server(self) -> Peer: ...
+    @property
+    def server_address(self) -> IPAddress | None: ...
+    @property
+    def mtu(self) -> int | None: ...
+    @property
+    def interface(self) -> str | None: ...
+    @property
+    def full_tunnel(self) -> bool: ...
+    @property
+    def routes(self) -> Sequence[IPNetwork]: ...
+    @property
+    def settings(self) -> SessionSettings: ...
