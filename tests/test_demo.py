@@ -1,14 +1,19 @@
-"""The README's demo command works."""
+"""The README's demo command: the in-memory fallback (the namespace demo runs in e2e)."""
 
 from __future__ import annotations
 
-from trio_sudp.demo import run_in_memory_demo
+import pytest
+import trio
+
+from trio_sudp.demo import memory_demo
 from trio_sudp.protocol import Version
 
 
-def test_in_memory_demo_round_trips_a_message() -> None:
-    for version in (Version.V2, Version.V3):
-        lines = run_in_memory_demo(version)
-        assert "client established, server established" in lines
-        assert "server received b'hello over SUDP'" in lines
-        assert "client received b'hello back'" in lines
+@pytest.mark.parametrize("version", [Version.V2, Version.V3])
+def test_in_memory_demo_pings_and_transfers(version: Version) -> None:
+    lines = trio.run(memory_demo, version, 1)
+    text = "\n".join(lines)
+    assert f"SUDP v{version} tunnel up" in text
+    assert text.count("ping 10.0.0.1: seq=") == 3
+    assert "transfer: 1.0 MB client -> server" in text
+    assert "server sees peer 1 (demo-client)" in text

@@ -28,8 +28,8 @@ from trio_sudp.testing import (
     TrioWallClock,
     memory_tun_pair,
 )
+from trio_sudp.testing.packets import icmp_echo, ipv4
 from trio_sudp.vpn.client import VpnClient, run_client
-from trio_sudp.vpn.packet import internet_checksum
 from trio_sudp.vpn.server import VpnServer, run_server
 
 SERVER_LISTEN = ("10.99.0.1", 7000)
@@ -70,29 +70,8 @@ class ClientSpecImpl:
     settings: SessionSettings = attrs.field(factory=SessionSettings)
 
 
-def ipv4(src: str, dst: str, payload: bytes = b"", *, proto: int = 1, df: bool = True) -> bytes:
-    total = 20 + len(payload)
-    header = struct.pack(
-        ">BBHHHBBH4s4s",
-        0x45,
-        0,
-        total,
-        0x1234,
-        0x4000 if df else 0,
-        64,
-        proto,
-        0,
-        ipaddress.ip_address(src).packed,
-        ipaddress.ip_address(dst).packed,
-    )
-    checksum = internet_checksum(header)
-    return header[:10] + struct.pack(">H", checksum) + header[12:] + payload
-
-
-def echo_request(src: str, dst: str, size: int = 56) -> bytes:
-    body = struct.pack(">BBHHH", 8, 0, 0, 1, 1) + bytes(size)
-    body = body[:2] + struct.pack(">H", internet_checksum(body)) + body[4:]
-    return ipv4(src, dst, body)
+def echo_request(src: str, dst: str) -> bytes:
+    return icmp_echo(src, dst)
 
 
 class Kernel:

@@ -1,0 +1,58 @@
+"""Configuration: trio-sudp's TOML files and tunelo's JSON files, keys, and editing.
+
+::
+
+    from trio_sudp.config import load_config, ServerConfig
+
+    config = load_config("/etc/trio-sudp/server.toml")   # or tunelo's server.json
+    assert isinstance(config, ServerConfig)
+
+See ``docs/configuration.md`` for the file formats.
+"""
+
+from __future__ import annotations
+
+from .edit import AddClientResult, InitServerResult, add_client, init_server
+from .errors import ConfigFileError, Issue
+from .keys import (
+    generate_shared_key,
+    read_private_key,
+    read_public_key,
+    write_private_key,
+    write_public_key,
+)
+from .load import (
+    ConfigReport,
+    check_config,
+    inspect_config,
+    load_client_config,
+    load_config,
+    load_server_config,
+    parse_config,
+)
+from .model import ClientConfig, ConfigFormat, PeerConfig, ServerConfig
+
+__all__ = [
+    "AddClientResult",
+    "ClientConfig",
+    "ConfigFileError",
+    "ConfigFormat",
+    "ConfigReport",
+    "InitServerResult",
+    "Issue",
+    "PeerConfig",
+    "ServerConfig",
+    "add_client",
+    "check_config",
+    "generate_shared_key",
+    "init_server",
+    "inspect_config",
+    "load_client_config",
+    "load_config",
+    "load_server_config",
+    "parse_config",
+    "read_private_key",
+    "read_public_key",
+    "write_private_key",
+    "write_public_key",
+]

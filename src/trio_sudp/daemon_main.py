@@ -1,0 +1,99 @@
+"""What ``serve`` and ``connect`` run: the VPN, its control socket, and reload."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .config import ClientConfig, ConfigFileError, ServerConfig, load_config
+from .control import ControlError, default_socket_path, serve_control
+from .protocol.errors import ConfigError
+from .vpn.client import VpnClient, run_client
+from .vpn.server import VpnServer, run_server
+
+__all__ = ["connect_main", "control_socket_for", "serve_main"]
+
+log = logging.getLogger("trio_sudp")
+
+Main = Callable[[], Awaitable[None]]
+
+
+def control_socket_for(config: ServerConfig | ClientConfig) -> Path:
+    """The control socket of a configuration: its own setting, else one per interface
+    name (or per configuration file when the interface name is a pattern)."""
+    if config.control_socket is not None:
+        return config.control_socket
+    name = config.interface
+    if name is None or "%" in name:
+        name = config.source.stem if config.source is not None else "trio-sudp"
+    return default_socket_path(name)
+
+
+def serve_main(config: ServerConfig, path: Path) -> tuple[Main, Callable[[], Awaitable[None]]]:
+    """The server's main function and its SIGHUP handler."""
+    running: list[VpnServer] = []
+
+    async def reload() -> dict[str, Any]:
+        if not running:
+            raise ControlError("the server is still starting")
+        try:
+            new = load_config(path)
+        except ConfigFileError as exc:
+            log.error("reload refused: %s", exc)
+            raise ControlError(f"reload refused: {exc}") from None
+        if not isinstance(new, ServerConfig):
+            raise ControlError(f"reload refused: {path} is not a server configuration")
+        try:
+            return await running[0].reload(new)
+        except ConfigError as exc:
+            log.error("reload refused: %s", exc)
+            raise ControlError(f"reload refused: {exc}") from None
+
+    async def on_sighup() -> None:
+        log.info("SIGHUP: reloading %s", path)
+        with contextlib.suppress(ControlError):  # already logged
+            await reload()
+
+    async def handle(command: str, args: dict[str, Any]) -> dict[str, Any]:
+        if command == "show":
+            if not running:
+                raise ControlError("the server is still starting")
+            return running[0].status()
+        if command == "reload":
+            return await reload()
+        raise ControlError(f"unknown command {command!r}")
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            vpn = await nursery.start(functools.partial(run_server, config))
+            running.append(vpn)
+            socket = await nursery.start(serve_control, control_socket_for(config), handle)
+            log.info("control socket %s", socket)
+
+    return main, on_sighup
+
+
+def connect_main(config: ClientConfig) -> Main:
+    """The client's main function."""
+    running: list[VpnClient] = []
+
+    async def handle(command: str, args: dict[str, Any]) -> dict[str, Any]:
+        if command == "show":
+            if not running:
+                raise ControlError("the client is still connecting")
+            return running[0].status()
+        raise ControlError(f"unknown command {command!r} (a client cannot reload)")
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            vpn = await nursery.start(functools.partial(run_client, config))
+            running.append(vpn)
+            await nursery.start(serve_control, control_socket_for(config), handle)
+
+    return main

@@ -1,0 +1,237 @@
+"""End to end: ``trio-sudp serve`` and ``connect`` with real TUN devices in namespaces.
+
+Node 0 is the server; clients are nodes 1 and 2, joined to it by veth pairs with
+addresses that exist only inside the namespaces (10.200.k.0/24). The tunnel is
+10.0.0.0/24: the server is 10.0.0.1, client k is 10.0.0.(k+1).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from e2e import (
+    TRIO_SUDP,
+    links,
+    make_configs,
+    ping,
+    routes,
+    show,
+    start_client,
+    start_server,
+    wait_for,
+)
+from netns import Topology, netns_topology, require_netns, run_in
+
+pytestmark = pytest.mark.netns
+
+VERSIONS = [pytest.param(2, id="v2"), pytest.param(3, id="v3")]
+TRANSFER_MB = 50
+
+RECEIVER = """
+import hashlib, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 5001))
+s.listen(1)
+print("ready", flush=True)
+c, _ = s.accept()
+h = hashlib.sha256()
+n = 0
+while True:
+    b = c.recv(1 << 20)
+    if not b:
+        break
+    h.update(b)
+    n += len(b)
+print(n, h.hexdigest(), flush=True)
+"""
+
+SENDER = """
+import hashlib, random, socket, sys
+size = int(sys.argv[2]) * 1024 * 1024
+block = random.Random(7).randbytes(1 << 20)
+h = hashlib.sha256()
+c = socket.create_connection((sys.argv[1], 5001), timeout=30)
+sent = 0
+while sent < size:
+    chunk = block[: size - sent]
+    c.sendall(chunk)
+    h.update(chunk)
+    sent += len(chunk)
+c.close()
+print(sent, h.hexdigest(), flush=True)
+"""
+
+
+def no_tunnel_left(topo: Topology, node: int, before: list[str]) -> None:
+    assert not [name for name in links(topo[node]) if name.startswith("sudp")]
+    assert routes(topo[node]) == before
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_ping_both_ways_and_a_50_mb_transfer(version: int, tmp_path: Path) -> None:
+    require_netns()
+    with netns_topology(2) as topo:
+        before = [routes(topo[0]), routes(topo[1])]
+        configs = make_configs(tmp_path, version=version, server_ip=topo[0].addr4(1))
+        server = start_server(topo, configs, tmp_path)
+        client = start_client(topo, configs, tmp_path, 1, node=1)
+        assert ping(topo[1], "10.0.0.1")
+        assert ping(topo[0], "10.0.0.2")
+
+        receiver_out = tmp_path / "receiver.out"
+        with receiver_out.open("w") as out:
+            receiver = topo.spawn(0, [sys.executable, "-c", RECEIVER, "10.0.0.1"], stdout=out)
+        wait_for(lambda: "ready" in receiver_out.read_text(), 10, "the TCP receiver")
+        sent = run_in(
+            topo[1], [sys.executable, "-c", SENDER, "10.0.0.1", str(TRANSFER_MB)], timeout=120
+        ).stdout.split()
+        receiver.wait(timeout=60)
+        received = receiver_out.read_text().split()[1:]
+        assert sent == received
+        assert int(sent[0]) == TRANSFER_MB * 1024 * 1024
+
+        status = show(configs.server_socket)
+        (peer,) = status["peers"]
+        assert peer["state"] == "established"
+        assert peer["version"] == version
+        assert peer["rx_bytes"] > TRANSFER_MB * 1024 * 1024
+        assert show(configs.client_sockets[0])["peers"][0]["state"] == "established"
+
+        assert client.stop() == 0
+        no_tunnel_left(topo, 1, before[1])
+        assert server.stop() == 0
+        no_tunnel_left(topo, 0, before[0])
+        assert "stopping on SIGTERM" in server.text()
+
+
+def test_two_clients_ping_each_other_through_the_server(tmp_path: Path) -> None:
+    require_netns()
+    with netns_topology(3) as topo:
+        configs = make_configs(
+            tmp_path,
+            version=3,
+            server_ip=topo[0].addr4(1),
+            clients=2,
+            client_endpoints=[topo[0].addr4(1), topo[0].addr4(2)],
+        )
+        start_server(topo, configs, tmp_path)
+        start_client(topo, configs, tmp_path, 1, node=1)
+        start_client(topo, configs, tmp_path, 2, node=2)
+        assert ping(topo[1], "10.0.0.3")
+        assert ping(topo[2], "10.0.0.2")
+
+
+def test_spoofed_inner_source_gets_nothing_through(tmp_path: Path) -> None:
+    require_netns()
+    with netns_topology(3) as topo:
+        configs = make_configs(tmp_path, version=3, server_ip=topo[0].addr4(1), clients=2)
+        start_server(topo, configs, tmp_path)
+        start_client(topo, configs, tmp_path, 1, node=1)
+        tun = next(name for name in links(topo[1]) if name.startswith("sudp"))
+        # Client 1 claims client 2's tunnel address as its own.
+        run_in(topo[1], ["ip", "addr", "add", "10.0.0.3/32", "dev", tun])
+        assert not ping(topo[1], "10.0.0.1", source="10.0.0.3", count=3)
+        (peer,) = show(configs.server_socket)["peers"][:1]
+        assert peer["vaddr"] == 1
+        assert peer["drops"].get("spoofed_source", 0) >= 3
+        assert ping(topo[1], "10.0.0.1")  # its own address still works
+
+
+def test_server_killed_and_restarted_client_resumes(tmp_path: Path) -> None:
+    require_netns()
+    with netns_topology(2) as topo:
+        configs = make_configs(tmp_path, version=3, server_ip=topo[0].addr4(1))
+        server = start_server(topo, configs, tmp_path)
+        client = start_client(topo, configs, tmp_path, 1, node=1)
+        assert ping(topo[1], "10.0.0.1")
+        server.stop(signal.SIGKILL)
+        assert not [n for n in links(topo[0]) if n.startswith("sudp")]  # died with it
+        start_server(topo, configs, tmp_path)
+        # The same client process; traffic resumes within a few seconds.
+        wait_for(lambda: ping(topo[1], "10.0.0.1", count=1), 10, "traffic to resume")
+        assert client.process.poll() is None
+        assert "session lost" in client.text() or "SessionLost" in client.text()
+
+
+def test_full_tunnel_routes_everything_and_restores_routes(tmp_path: Path) -> None:
+    require_netns()
+    with netns_topology(3) as topo:
+        before = routes(topo[1])
+        configs = make_configs(tmp_path, version=3, server_ip=topo[0].addr4(1), full_tunnel=True)
+        start_server(topo, configs, tmp_path)
+        client = start_client(topo, configs, tmp_path, 1, node=1)
+        during = routes(topo[1])
+        tun = next(name for name in links(topo[1]) if name.startswith("sudp"))
+        assert any(line.startswith(f"0.0.0.0/1 dev {tun}") for line in during)
+        assert any(line.startswith(f"128.0.0.0/1 dev {tun}") for line in during)
+        assert any(line.startswith(f"{topo[0].addr4(1)} ") for line in during)
+        # A host beyond the server is reached through the tunnel (the server forwards).
+        rx_before = show(configs.server_socket)["peers"][0]["rx_packets"]
+        assert ping(topo[1], topo[2].addr4(0))
+        assert show(configs.server_socket)["peers"][0]["rx_packets"] >= rx_before + 3
+        assert client.stop() == 0
+        assert routes(topo[1]) == before
+        assert not [n for n in links(topo[1]) if n.startswith("sudp")]
+
+
+def test_failures_exit_non_zero_with_one_line(tmp_path: Path) -> None:
+    require_netns()
+    with netns_topology(2) as topo:
+        configs = make_configs(tmp_path, version=3, server_ip=topo[0].addr4(1))
+        # No server: the client gives up after the Go retry schedule, with the reason.
+        done = run_in(topo[1], [*TRIO_SUDP, "connect", "-c", str(configs.clients[0])], check=False)
+        assert done.returncode == 1
+        assert "handshake failed: no answer from the server" in done.stderr
+        # Port in use.
+        blocker = topo.spawn(
+            0,
+            [sys.executable, "-c", BLOCK_PORT],
+            stdout=subprocess.PIPE,
+        )
+        assert blocker.stdout is not None
+        assert blocker.stdout.readline().strip() == b"bound"
+        done = run_in(topo[0], [*TRIO_SUDP, "serve", "-c", str(configs.server)], check=False)
+        assert done.returncode == 1
+        assert "Address already in use" in done.stderr
+        assert not [n for n in links(topo[0]) if n.startswith("sudp")]
+
+
+BLOCK_PORT = """
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 7000))
+print("bound", flush=True)
+time.sleep(120)
+"""
+
+
+def test_not_root_says_so(tmp_path: Path) -> None:
+    """Without privileges the daemon exits 1 naming what is missing."""
+    require_netns()
+    home = Path(tempfile.mkdtemp(prefix="trio-sudp-nobody-"))
+    try:
+        home.chmod(0o755)
+        configs = make_configs(home, version=3, server_ip="127.0.0.1", port=7999)
+        for path in home.iterdir():
+            os.chown(path, 65534, 65534)
+        drop_root = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        done = subprocess.run(
+            [*drop_root, "--inh-caps=-all", *TRIO_SUDP, "serve", "-c", str(configs.server)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        shutil.rmtree(home)
+    assert done.returncode == 1, done.stderr
+    assert "/dev/net/tun" in done.stderr
+    assert "root" in done.stderr or "CAP_NET_ADMIN" in done.stderr
