@@ -235,3 +235,15 @@ def test_not_root_says_so(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert "/dev/net/tun" in done.stderr
     assert "root" in done.stderr or "CAP_NET_ADMIN" in done.stderr
+
+
+def test_the_readme_demo_runs_in_namespaces() -> None:
+    require_netns()
+    done = subprocess.run(
+        [*TRIO_SUDP, "demo"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 packets transmitted, 3 received" in done.stdout
+    assert "SHA-256 matches" in done.stdout
+    assert "their TUN devices are gone" in done.stdout
+    assert not [ns for ns in os.listdir("/run/netns") if ns.startswith("sudp-demo-")]

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from vectors import VECTORS_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
-VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "vectors"
+VECTORS = VECTORS_DIR
 DISSECTOR = ROOT / "contrib" / "wireshark" / "sudp.lua"
 TSHARK = shutil.which("tshark")
 TIMEOUT = 120  # seconds, per tshark run (each takes well under one)

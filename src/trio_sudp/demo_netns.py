@@ -8,6 +8,7 @@ configurations, two daemons — is removed at the end, also on Ctrl-C or an erro
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -107,6 +108,12 @@ def _namespaces() -> Iterator[tuple[str, str]]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
 
 
+def _tunnels(ns: str) -> list[str]:
+    """TUN devices of ours left in a namespace."""
+    links = json.loads(_in(ns, ["ip", "-j", "link", "show"]).stdout or "[]")
+    return [link["ifname"] for link in links if link["ifname"].startswith("sudp")]
+
+
 def _start(ns: str, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as handle:
         return subprocess.Popen(
@@ -187,7 +194,7 @@ def run_netns_demo(version: int = 3) -> int:
         for process in (client, server):
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=20)
-        leftovers = [ns for ns in (ns0, ns1) if "sudp" in _in(ns, ["ip", "-o", "link"]).stdout]
+        leftovers = [ns for ns in (ns0, ns1) if _tunnels(ns)]
         cleanup = f"LEFTOVER devices in {leftovers}" if leftovers else "their TUN devices are gone"
         _say(f"\nstopped both daemons; {cleanup}")
         return 0 if ok and done.returncode == 0 and not leftovers else 1

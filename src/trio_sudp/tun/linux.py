@@ -95,6 +95,7 @@ class LinuxTun:
             ifr = fcntl.ioctl(fd, _TUNSETIFF, _IFREQ_FLAGS.pack(raw, _IFF_TUN | _IFF_NO_PI))
             actual = _IFREQ_FLAGS.unpack(ifr)[0].rstrip(b"\0").decode("ascii")
             tun = cls(fd, actual, read_size=read_size)
+            _no_link_local(actual)
             if mtu is not None:
                 tun.set_mtu(mtu)
         except OSError as exc:
@@ -218,3 +219,17 @@ def _setiff_error(name: str, exc: OSError) -> TunError:
     else:
         hint = exc.strerror or str(exc)
     return TunError(f"cannot create TUN device {name!r}: {hint}", exc.errno)
+
+
+def _no_link_local(name: str) -> None:
+    """Keep the kernel from giving the tunnel an IPv6 link-local address.
+
+    A point-to-point tunnel needs no neighbour discovery; without this the kernel
+    sends router solicitations and MLD reports from fe80:: into the tunnel, which
+    the server drops as spoofed. Best effort: IPv6 may be disabled altogether.
+    """
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{name}/addr_gen_mode", "w") as knob:
+            knob.write("1")
+    except OSError:
+        pass
