@@ -19,6 +19,7 @@ import pytest
 
 from e2e import (
     TRIO_SUDP,
+    Configs,
     links,
     make_configs,
     ping,
@@ -247,3 +248,60 @@ def test_the_readme_demo_runs_in_namespaces() -> None:
     assert "SHA-256 matches" in done.stdout
     assert "their TUN devices are gone" in done.stdout
     assert not [ns for ns in os.listdir("/run/netns") if ns.startswith("sudp-demo-")]
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TRIO_SUDP, *args], capture_output=True, text=True, timeout=60, cwd=cwd, check=False
+    )
+
+
+def test_cli_made_configs_reload_adds_a_client_while_another_pings(tmp_path: Path) -> None:
+    """init-server + add-client by the CLI, check, tunnel up; reload keeps sessions."""
+    require_netns()
+    with netns_topology(3) as topo:
+        server_ip = topo[0].addr4(1)
+        made = _cli("config", "init-server", "-c", "server.toml", "--endpoint",
+                    f"{server_ip}:7000", "--control-socket", str(tmp_path / "server.sock"),
+                    cwd=tmp_path)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        made = _cli("config", "add-client", "-c", "server.toml", "-o", "one.toml",
+                    "--name", "one", "--control-socket", str(tmp_path / "one.sock"),
+                    cwd=tmp_path)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        for name in ("server.toml", "one.toml"):
+            checked = _cli("check", "-c", name, cwd=tmp_path)
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+        configs = Configs(
+            tmp_path / "server.toml",
+            [tmp_path / "one.toml", tmp_path / "two.toml"],
+            tmp_path / "server.sock",
+            [tmp_path / "one.sock", tmp_path / "two.sock"],
+        )
+        start_server(topo, configs, tmp_path)
+        start_client(topo, configs, tmp_path, 1, node=1)
+        peer = show(configs.server_socket)["peers"][0]
+        assert peer["state"] == "established"
+        assert peer["last_handshake_age"] < 5
+
+        # Client one pings without pause while the server reloads with a new client.
+        pinger = topo.spawn(
+            1,
+            ["ping", "-n", "-q", "-c", "60", "-i", "0.05", "-W", "1", "10.0.0.1"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        made = _cli("config", "add-client", "-c", "server.toml", "-o", "two.toml",
+                    "--name", "two", "--endpoint", f"{topo[0].addr4(2)}:7000",
+                    "--control-socket", str(tmp_path / "two.sock"), cwd=tmp_path)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        reloaded = _cli("reload", "--socket", str(configs.server_socket), cwd=tmp_path)
+        assert reloaded.returncode == 0, reloaded.stderr
+        assert reloaded.stdout.strip() == "reloaded: added 2; removed -; changed -"
+        out, _ = pinger.communicate(timeout=30)
+        assert " 0% packet loss" in out, out
+        assert show(configs.server_socket)["peers"][0]["handshakes"] == peer["handshakes"]
+
+        start_client(topo, configs, tmp_path, 2, node=2)
+        assert ping(topo[2], "10.0.0.1")
+        assert ping(topo[2], "10.0.0.2")
