@@ -30,6 +30,7 @@ from e2e import (
     wait_for,
 )
 from netns import Topology, netns_topology, require_netns, run_in
+from trio_sudp.config import add_client, init_server
 
 pytestmark = pytest.mark.netns
 
@@ -305,3 +306,29 @@ def test_cli_made_configs_reload_adds_a_client_while_another_pings(tmp_path: Pat
         start_client(topo, configs, tmp_path, 2, node=2)
         assert ping(topo[2], "10.0.0.1")
         assert ping(topo[2], "10.0.0.2")
+
+
+def test_ipv6_inside_and_outside_the_tunnel(tmp_path: Path) -> None:
+    """An IPv6 tunnel network next to the IPv4 one, over an IPv6 UDP path."""
+    require_netns()
+    with netns_topology(2) as topo:
+        server = tmp_path / "server.toml"
+        init_server(
+            server,
+            listen="[::]:7000",
+            networks=["10.0.0.1/24", "fd00:5d::1/64"],
+            endpoint=f"[{topo[0].addr6(1)}]:7000",
+            control_socket=tmp_path / "server.sock",
+        )
+        add_client(server, tmp_path / "client.toml", control_socket=tmp_path / "client.sock")
+        configs = Configs(
+            server, [tmp_path / "client.toml"], tmp_path / "server.sock", [tmp_path / "c.sock"]
+        )
+        start_server(topo, configs, tmp_path)
+        start_client(topo, configs, tmp_path, 1, node=1)
+        assert ping(topo[1], "fd00:5d::1")
+        assert ping(topo[1], "10.0.0.1")
+        assert ping(topo[0], "fd00:5d::2")
+        (peer,) = show(configs.server_socket)["peers"]
+        assert peer["endpoint"].startswith(f"{topo[1].addr6(0)}:")
+        assert "fd00:5d::2/128" in peer["addresses"]
