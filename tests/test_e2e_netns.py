@@ -31,46 +31,12 @@ from e2e import (
 )
 from netns import Topology, netns_topology, require_netns, run_in
 from trio_sudp.config import add_client, init_server
+from trio_sudp.demo_netns import TCP_RECEIVER, TCP_SENDER
 
 pytestmark = pytest.mark.netns
 
 VERSIONS = [pytest.param(2, id="v2"), pytest.param(3, id="v3")]
 TRANSFER_MB = 50
-
-RECEIVER = """
-import hashlib, socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], 5001))
-s.listen(1)
-print("ready", flush=True)
-c, _ = s.accept()
-h = hashlib.sha256()
-n = 0
-while True:
-    b = c.recv(1 << 20)
-    if not b:
-        break
-    h.update(b)
-    n += len(b)
-print(n, h.hexdigest(), flush=True)
-"""
-
-SENDER = """
-import hashlib, random, socket, sys
-size = int(sys.argv[2]) * 1024 * 1024
-block = random.Random(7).randbytes(1 << 20)
-h = hashlib.sha256()
-c = socket.create_connection((sys.argv[1], 5001), timeout=30)
-sent = 0
-while sent < size:
-    chunk = block[: size - sent]
-    c.sendall(chunk)
-    h.update(chunk)
-    sent += len(chunk)
-c.close()
-print(sent, h.hexdigest(), flush=True)
-"""
 
 
 def no_tunnel_left(topo: Topology, node: int, before: list[str]) -> None:
@@ -91,11 +57,11 @@ def test_ping_both_ways_and_a_50_mb_transfer(version: int, tmp_path: Path) -> No
 
         receiver_out = tmp_path / "receiver.out"
         with receiver_out.open("w") as out:
-            receiver = topo.spawn(0, [sys.executable, "-c", RECEIVER, "10.0.0.1"], stdout=out)
+            receiver = topo.spawn(0, [sys.executable, "-c", TCP_RECEIVER, "10.0.0.1"], stdout=out)
         wait_for(lambda: "ready" in receiver_out.read_text(), 10, "the TCP receiver")
         sent = run_in(
-            topo[1], [sys.executable, "-c", SENDER, "10.0.0.1", str(TRANSFER_MB)], timeout=120
-        ).stdout.split()
+            topo[1], [sys.executable, "-c", TCP_SENDER, "10.0.0.1", str(TRANSFER_MB)], timeout=120
+        ).stdout.split()[:2]
         receiver.wait(timeout=60)
         received = receiver_out.read_text().split()[1:]
         assert sent == received
