@@ -15,7 +15,14 @@ from ..protocol.errors import ConfigError, HandshakeError
 from ..protocol.peers import LocalIdentity, Peer, check_client_vaddr
 from ..protocol.session import ClientSession, SessionState
 from ..protocol.settings import SessionSettings
-from .common import AddressLike, check_common, check_peer, collapse_exception_groups, resolve_for
+from .common import (
+    AddressLike,
+    DrainingIterator,
+    check_common,
+    check_peer,
+    collapse_exception_groups,
+    resolve_for,
+)
 from .endpoint import Endpoint, EndpointStats
 from .peer import PeerRunner, PeerStatistics
 from .transport import Address, DatagramNetwork
@@ -41,8 +48,8 @@ class SUDPClient:
         self._endpoint = endpoint
         self._send_channel, self._receive_channel = trio.open_memory_channel[bytes](receive_queue)
         self._closed = False
-        #: Where payloads go: the receive queue, unless replaced (the VPN writes to TUN).
-        self.on_payload: Callable[[PeerRunner, bytes], None] = self._deliver
+        self._on_payload: Callable[[PeerRunner, bytes], None] = self._deliver
+        runner.on_payload = self._deliver
         #: Extra observer of every session event (the VPN and the control socket use it).
         self.on_event: Callable[[PeerRunner, ev.Event], None] | None = None
         self._connected = trio.Event()
@@ -58,9 +65,6 @@ class SUDPClient:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             runner.drops["closed"] += 1
 
-    def _payload(self, runner: PeerRunner, payload: bytes) -> None:
-        self.on_payload(runner, payload)
-
     def _event(self, runner: PeerRunner, event: ev.Event) -> None:
         if isinstance(event, ev.Connected | ev.Rekeyed):
             self._connected.set()
@@ -72,6 +76,20 @@ class SUDPClient:
             self.on_event(runner, event)
 
     # ----------------------------------------------------------------- API
+
+    @property
+    def on_payload(self) -> Callable[[PeerRunner, bytes], None]:
+        """Where payloads go: the receive queue, unless replaced (the VPN writes to TUN).
+
+        Called in the UDP task as ``on_payload(runner, payload)``, so it must not block.
+        Setting it sets the runner's own hook (no indirection per packet).
+        """
+        return self._on_payload
+
+    @on_payload.setter
+    def on_payload(self, handler: Callable[[PeerRunner, bytes], None]) -> None:
+        self._on_payload = handler
+        self._runner.on_payload = handler
 
     @property
     def runner(self) -> PeerRunner:
@@ -112,7 +130,10 @@ class SUDPClient:
         """
         if self._closed:
             raise trio.ClosedResourceError("the client is closed")
-        self._runner.send(payload, trio.current_time())
+        session = self._session
+        self._endpoint.send(session.send(payload, trio.current_time()), session.endpoint)
+        if session.timers_changed:  # e.g. a silence deadline the send started
+            self._runner.service()
 
     async def send(self, payload: bytes) -> None:
         """Like :meth:`send_nowait`, with a Trio checkpoint."""
@@ -124,7 +145,8 @@ class SUDPClient:
         return await self._receive_channel.receive()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._receive_channel.__aiter__()
+        """``async for payload in client``; checkpoints once per 64 ready payloads."""
+        return DrainingIterator(self._receive_channel)
 
     def statistics(self) -> PeerStatistics:
         """The session with the server: state, epoch, endpoint, counters, drops."""
@@ -192,7 +214,6 @@ async def open_client(
             runner = PeerRunner(session, endpoint, on_payload=lambda r, p: None)
             endpoint.receiver = runner.handle
             client = SUDPClient(session, runner, endpoint, receive_queue)
-            runner.on_payload = client._payload
             runner.on_event = client._event
             await nursery.start(endpoint.run)
             timers = [

@@ -3,9 +3,12 @@
 The protocol session is a plain object the UDP task calls synchronously for every
 datagram (see ``endpoint.py``). The peer's nursery runs its timer tasks — keepalive,
 rekey/handshake and expiry for a client; expiry for a server-side peer — each
-sleeping until its own deadline. When a datagram moves a deadline earlier (a
-NoSession hint, a completed handshake), the session raises ``timers_changed`` and the
-timer tasks are woken through a parking lot to look again.
+sleeping until its own deadline in a cancel scope. When a datagram moves a deadline
+earlier (a NoSession hint, a completed handshake), the session raises
+``timers_changed`` and :meth:`PeerRunner.service` lowers the deadline of the sleeping
+timer's scope; a deadline that moved later is noticed when the sleep ends. So a
+datagram never wakes a timer task that has nothing to do (a server-side peer's expiry
+deadline only ever moves later), and a sleeping timer holds no parking lot.
 """
 
 from __future__ import annotations
@@ -59,6 +62,36 @@ class PeerStatistics:
         return data
 
 
+#: Task names, given so that Trio does not build one string per task (memory per peer).
+_RUN_NAME = "trio_sudp.runtime.peer.PeerRunner.run"
+_TIMER_NAME = "trio_sudp.runtime.peer.PeerRunner._timer"
+
+
+def _abort(_: Any) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.SUCCEEDED
+
+
+class _Timer:
+    """One timer task's state: its deadline function and, while asleep, its cancel scope."""
+
+    __slots__ = ("next_at", "scope")
+
+    def __init__(self, next_at: Callable[[], float]) -> None:
+        self.next_at = next_at
+        self.scope: trio.CancelScope | None = None
+
+
+class _Run:
+    """One start of a peer's nursery (a runner may be started again after it stopped)."""
+
+    __slots__ = ("nursery", "stopped", "timers")
+
+    def __init__(self) -> None:
+        self.nursery: trio.Nursery | None = None
+        self.stopped = False
+        self.timers: list[_Timer] = []
+
+
 class PeerRunner:
     """Drives one session: delivers its payloads, sends its datagrams, runs its timers."""
 
@@ -77,12 +110,13 @@ class PeerRunner:
         self.on_event = on_event
         #: Drops the runtime adds to the session's own (e.g. a full receive queue).
         self.drops: Counter[str] = Counter()
-        self._lot = trio.lowlevel.ParkingLot()
-        self._scope: trio.CancelScope | None = None
+        self._run: _Run | None = None
 
     @property
     def running(self) -> bool:
-        return self._scope is not None and not self._scope.cancel_called
+        """Whether the peer's nursery was started and not stopped since."""
+        run = self._run
+        return run is not None and not run.stopped
 
     # ----------------------------------------------------------------- per packet
 
@@ -99,6 +133,8 @@ class PeerRunner:
         """Encrypt and send one payload (raises ``NotConnected``, ``PayloadTooLarge``)."""
         session = self.session
         self.endpoint.send(session.send(payload, now), session.endpoint)
+        if session.timers_changed:  # e.g. a silence deadline the send started
+            self.service()
 
     def service(self) -> None:
         """Send what the session queued, report its events, wake timers it moved."""
@@ -108,13 +144,23 @@ class PeerRunner:
             for datagram, address in session.take_datagrams():
                 send(datagram, address)
         if session.events:
+            on_event = self.on_event
             for event in session.take_events():
                 self._log(event)
-                if self.on_event is not None:
-                    self.on_event(self, event)
+                if on_event is not None:
+                    on_event(self, event)
         if session.timers_changed:
             session.timers_changed = False
-            self._lot.unpark_all()
+            run = self._run
+            if run is not None:
+                # Only a deadline that moved earlier needs its task woken: lower the
+                # deadline of its sleep. A later one is noticed when the sleep ends.
+                for timer in run.timers:
+                    scope = timer.scope
+                    if scope is not None:
+                        deadline = timer.next_at()
+                        if deadline < scope.deadline:
+                            scope.deadline = deadline
 
     def _log(self, event: ev.Event) -> None:
         peer = self.vaddr
@@ -146,37 +192,58 @@ class PeerRunner:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """The peer's nursery: one task per timer, until :meth:`stop` or cancellation."""
-        scope = self._scope = trio.CancelScope()
-        await self._run_in(scope, timers, task_status)
+        run = self._run = _Run()
+        await self._run_in(run, timers, task_status)
 
     def start_in(self, nursery: trio.Nursery, timers: Sequence[Timer]) -> None:
         """Start :meth:`run` in ``nursery`` (from synchronous code); running at once."""
-        scope = self._scope = trio.CancelScope()
-        nursery.start_soon(self._run_in, scope, timers, trio.TASK_STATUS_IGNORED)
+        run = self._run = _Run()
+        nursery.start_soon(self._run_in, run, timers, trio.TASK_STATUS_IGNORED, name=_RUN_NAME)
 
     async def _run_in(
-        self, scope: trio.CancelScope, timers: Sequence[Timer], task_status: trio.TaskStatus[None]
+        self, run: _Run, timers: Sequence[Timer], task_status: trio.TaskStatus[None]
     ) -> None:
-        with scope:
+        # The nursery's own cancel scope is the one stop() cancels: no extra scope.
+        try:
             async with trio.open_nursery() as nursery:
+                run.nursery = nursery
+                if run.stopped:
+                    nursery.cancel_scope.cancel()
                 for next_at, fire in timers:
-                    nursery.start_soon(self._timer, next_at, fire)
+                    timer = _Timer(next_at)
+                    run.timers.append(timer)
+                    nursery.start_soon(self._timer, timer, fire, name=_TIMER_NAME)
+                del timers  # the tasks hold what they need
                 task_status.started()
+        finally:
+            run.nursery = None
+            run.timers.clear()
 
     def stop(self) -> None:
         """Cancel the peer's nursery (its timer tasks)."""
-        if self._scope is not None:
-            self._scope.cancel()
+        run = self._run
+        if run is not None:
+            run.stopped = True
+            if run.nursery is not None:
+                run.nursery.cancel_scope.cancel()
 
-    async def _timer(self, next_at: Callable[[], float], fire: Callable[[float], None]) -> None:
-        lot = self._lot
+    async def _timer(self, timer: _Timer, fire: Callable[[float], None]) -> None:
+        next_at = timer.next_at
+        current_time = trio.current_time
         while True:
             deadline = next_at()
-            if deadline > trio.current_time():
-                with trio.move_on_at(deadline):
-                    await lot.park()
+            if deadline > current_time():
+                # Sleep until the deadline; service() lowers it when the session moves it
+                # earlier, so a wakeup costs nothing unless a timer is really due.
+                with trio.CancelScope(deadline=deadline) as scope:
+                    timer.scope = scope
+                    try:
+                        # trio.sleep_forever() without its own coroutine frame (memory).
+                        await trio.lowlevel.wait_task_rescheduled(_abort)
+                    finally:
+                        timer.scope = None
                 continue
-            now = trio.current_time()
+            now = current_time()
             fire(now)
             self.service()
             if next_at() <= now:

@@ -11,13 +11,20 @@ import trio
 
 from ..protocol import events as ev
 from ..protocol.clock import WallClock
-from ..protocol.constants import SERVER_VADDR
+from ..protocol.constants import HEADER_SIZE, SERVER_VADDR, Kind
 from ..protocol.errors import ConfigError, UnknownPeer
 from ..protocol.peers import LocalIdentity, Peer, check_client_vaddr
 from ..protocol.server import ServerCore
 from ..protocol.session import ServerPeerSession, SessionState
 from ..protocol.settings import SessionSettings
-from .common import AddressLike, as_tuple, check_common, check_peer, collapse_exception_groups
+from .common import (
+    AddressLike,
+    DrainingIterator,
+    as_tuple,
+    check_common,
+    check_peer,
+    collapse_exception_groups,
+)
 from .endpoint import Endpoint, EndpointStats
 from .peer import PeerRunner, PeerStatistics
 from .transport import Address, DatagramNetwork
@@ -28,6 +35,8 @@ __all__ = ["SUDPServer", "open_server", "serve_server"]
 log = logging.getLogger("trio_sudp")
 
 PayloadHandler = Callable[[PeerRunner, bytes], None]
+
+_DATA = int(Kind.DATA)
 
 
 class SUDPServer:
@@ -53,8 +62,7 @@ class SUDPServer:
             receive_queue
         )
         self._closed = False
-        #: Where payloads go: the receive queue, unless the VPN takes them.
-        self.on_payload: PayloadHandler = self._deliver
+        self._on_payload: PayloadHandler = self._deliver
         #: Extra observer of every peer event (the VPN and the control socket use it).
         self.on_event: Callable[[PeerRunner, ev.Event], None] | None = None
         for session in core.sessions.values():
@@ -62,25 +70,52 @@ class SUDPServer:
 
     # ----------------------------------------------------------------- wiring
 
+    @property
+    def on_payload(self) -> PayloadHandler:
+        """Where payloads go: the receive queue, unless replaced (the VPN takes them).
+
+        Called in the UDP task as ``on_payload(runner, payload)``, so it must not block.
+        Setting it applies to every peer's runner, present and future (the runners
+        call it directly: no indirection per packet).
+        """
+        return self._on_payload
+
+    @on_payload.setter
+    def on_payload(self, handler: PayloadHandler) -> None:
+        self._on_payload = handler
+        for runner in self._runners.values():
+            runner.on_payload = handler
+
     def _attach(self, session: ServerPeerSession) -> PeerRunner:
-        runner = PeerRunner(session, self._endpoint, on_payload=self._payload, on_event=self._event)
+        runner = PeerRunner(
+            session, self._endpoint, on_payload=self._on_payload, on_event=self._event
+        )
         session.owner = runner
         self._runners[session.peer.vaddr] = runner
         return runner
 
     def _receive(self, datagram: bytes, address: Address, now: float) -> None:
+        # The per-packet path: Data from a configured client goes straight to its
+        # runner's session (what ServerCore.session_for and PeerRunner.handle do, inlined).
+        if len(datagram) >= HEADER_SIZE and datagram[1] == _DATA:
+            runner = self._runners.get((datagram[4] << 8) | datagram[5])
+            if runner is not None:
+                session = runner.session
+                payload = session.receive(datagram, address, now)
+                if payload is not None:
+                    runner.on_payload(runner, payload)
+                if session.outbox or session.events or session.timers_changed:
+                    runner.service()
+                return
         core = self.core
-        session = core.session_for(datagram, address, now)
-        if session is None:
+        found = core.session_for(datagram, address, now)
+        if found is None:
             for event in core.take_events():
                 log.debug(
                     "dropped a datagram from %r: %s %s", address, event.reason.value, event.detail
                 )
             return
-        session.owner.handle(datagram, address, now)
-
-    def _payload(self, runner: PeerRunner, payload: bytes) -> None:
-        self.on_payload(runner, payload)
+        found.owner.handle(datagram, address, now)
 
     def _deliver(self, runner: PeerRunner, payload: bytes) -> None:
         try:
@@ -127,7 +162,13 @@ class SUDPServer:
         """
         if self._closed:
             raise trio.ClosedResourceError("the server is closed")
-        self.runner(vaddr).send(payload, trio.current_time())
+        runner = self._runners.get(vaddr)
+        if runner is None:
+            raise UnknownPeer(f"no peer with virtual address {vaddr}")
+        session = runner.session
+        self._endpoint.send(session.send(payload, trio.current_time()), session.endpoint)
+        if session.timers_changed:
+            runner.service()
 
     async def send(self, vaddr: int, payload: bytes) -> None:
         """Like :meth:`send_nowait`, with a Trio checkpoint."""
@@ -139,7 +180,8 @@ class SUDPServer:
         return await self._receive_channel.receive()
 
     def __aiter__(self) -> AsyncIterator[tuple[int, bytes]]:
-        return self._receive_channel.__aiter__()
+        """``async for vaddr, payload in server``; checkpoints once per 64 ready payloads."""
+        return DrainingIterator(self._receive_channel)
 
     def peers(self) -> list[int]:
         """The configured clients' virtual addresses."""
