@@ -33,6 +33,7 @@ __all__ = [
     "HeaderTagger",
     "PrivateKey",
     "PublicKey",
+    "blake2b_tag_state",
     "constant_time_equal",
     "make_header_tagger",
 ]
@@ -304,12 +305,20 @@ def make_header_tagger(version: Version, key: bytes | None = None) -> HeaderTagg
         if key:
             raise ConfigError("protocol v2 has no shared key (its header tag is a plain CRC-32)")
         return _crc32_tag
-    base = hashlib.blake2b(digest_size=24, key=check_v3_key(key or b""))
-    copy = base.copy
+    fresh = blake2b_tag_state(key)
 
     def blake2b_tag(header: bytes) -> bytes:
-        h = copy()
+        h = fresh()
         h.update(header)
         return h.digest()
 
     return blake2b_tag
+
+
+def blake2b_tag_state(key: bytes | None) -> Callable[[], hashlib.blake2b]:
+    """A function returning a fresh v3 tag state: BLAKE2b-192 keyed with ``key``.
+
+    Copying a keyed state is cheaper than keying a new one (the key costs a
+    compression); hot paths inline ``h = fresh(); h.update(header); h.digest()``.
+    """
+    return hashlib.blake2b(digest_size=24, key=check_v3_key(key or b"")).copy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -10,7 +11,7 @@ from .replay import ReplayFilter
 
 __all__ = ["EpochKey", "EpochSet"]
 
-_U64 = 1 << 64
+_NONCE = struct.Struct(">IQ")
 
 
 class EpochKey:
@@ -22,11 +23,11 @@ class EpochKey:
     """
 
     __slots__ = (
-        "_counter",
-        "_nonce_base",
         "aead",
         "client_public",
         "epoch",
+        "nonce_counter",
+        "nonce_prefix",
         "replay",
         "server_public",
     )
@@ -47,8 +48,10 @@ class EpochKey:
         prefix = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
         if server_side:
             prefix |= 0x80000000
-        self._nonce_base = prefix * _U64
-        self._counter = 0
+        #: Our nonces are ``nonce_prefix`` (4 bytes) then ``nonce_counter`` (8 bytes),
+        #: the counter incremented before each use (the data path does it inline).
+        self.nonce_prefix = prefix
+        self.nonce_counter = 0
         self.replay = ReplayFilter(replay_window, replay_memory)
         #: The ephemeral points that made this key (to recognise duplicate handshakes).
         self.client_public = client_public
@@ -56,8 +59,8 @@ class EpochKey:
 
     def next_nonce(self) -> bytes:
         """A nonce never used before with this key by this side."""
-        self._counter += 1
-        return (self._nonce_base | self._counter).to_bytes(12, "big")
+        self.nonce_counter += 1
+        return _NONCE.pack(self.nonce_prefix, self.nonce_counter)
 
     def __repr__(self) -> str:
         return f"EpochKey(epoch={self.epoch})"

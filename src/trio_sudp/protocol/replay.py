@@ -2,10 +2,18 @@
 
 trio-sudp senders build nonces as a 32-bit per-key prefix plus a 64-bit counter that
 starts at 1; Go senders use 12 random bytes. The filter learns the prefix of the first
-nonce whose counter part is below 2**32 (as a counter's always is), and keeps a sliding window
-(the highest counter and the missing counters below it) for nonces that share it; any
-other nonce is remembered in a bounded FIFO set. Memory is bounded by
+nonce whose counter part is below 2**32 (as a counter's always is), and keeps a sliding
+window (the highest counter and the missing counters below it) for nonces that share
+it; any other nonce is remembered in a bounded FIFO set. Memory is bounded by
 ``window`` and ``memory`` entries whatever the traffic.
+
+The in-order case is the per-packet one, so its state is two public attributes that
+the session's data path tests inline (see :meth:`ReplayFilter.check`)::
+
+    if prefix == f.prefix and counter == f.next_counter:
+        f.next_counter = counter + 1      # accepted, nothing else to remember
+    elif not f.check(prefix, counter):
+        ...                               # a replay
 """
 
 from __future__ import annotations
@@ -14,7 +22,6 @@ from collections import deque
 
 __all__ = ["ReplayFilter"]
 
-_COUNTER_MASK = (1 << 64) - 1
 #: Counters stay far below this within one epoch (30 s); a random 64-bit value
 #: falls below it with probability 2**-32.
 _MAX_COUNTER = 1 << 32
@@ -23,57 +30,56 @@ _MAX_COUNTER = 1 << 32
 class ReplayFilter:
     """Accepts each authenticated nonce once."""
 
-    __slots__ = ("_base", "_memory", "_missing", "_order", "_seen", "_top", "_window")
+    __slots__ = ("_memory", "_missing", "_order", "_seen", "_window", "next_counter", "prefix")
 
     def __init__(self, window: int = 8192, memory: int = 8192) -> None:
         self._window = window
         self._memory = memory
-        self._base: int | None = None
-        self._top = 0
+        #: The learned counter prefix (the nonce's first 4 bytes); -1 until learned.
+        self.prefix = -1
+        #: One above the highest counter accepted under ``prefix``.
+        self.next_counter = 0
         self._missing: set[int] = set()
-        self._seen: set[bytes] | None = None
-        self._order: deque[bytes] | None = None
+        #: Other nonces (as 96-bit integers), oldest first in ``_order``.
+        self._seen: set[int] | None = None
+        self._order: deque[int] | None = None
 
     def accept(self, nonce: bytes) -> bool:
         """Record ``nonce``; return ``False`` if it was seen before (or is too old to tell)."""
-        n = int.from_bytes(nonce, "big")
-        base = self._base
-        if base is None:
-            if n & _COUNTER_MASK > _MAX_COUNTER:
-                # A counter never gets this high within one epoch: a random nonce.
-                return self._accept_random(nonce)
-            # The first counter nonce: counters before it may still arrive late.
-            self._base = n >> 64
-            self._top = (n >> 64) << 64
-            self._skip_to(n)
-            return True
-        if n >> 64 == base:
-            top = self._top
-            if n == top + 1:
-                self._top = n
+        return self.check(int.from_bytes(nonce[:4], "big"), int.from_bytes(nonce[4:12], "big"))
+
+    def check(self, prefix: int, counter: int) -> bool:
+        """:meth:`accept` for a nonce given as its 4-byte prefix and 8-byte counter."""
+        if prefix == self.prefix:
+            top = self.next_counter - 1
+            if counter > top:
+                self._skip_to(counter, top)
                 return True
-            if n > top:
-                self._skip_to(n)
-                return True
-            if n in self._missing:
-                self._missing.discard(n)
+            if counter in self._missing:
+                self._missing.discard(counter)
                 return True
             return False
-        return self._accept_random(nonce)
+        if self.prefix < 0 and counter <= _MAX_COUNTER:
+            # The first counter nonce: counters before it may still arrive late.
+            self.prefix = prefix
+            self._skip_to(counter, 0)
+            return True
+        # A random nonce (a counter never gets above 2**32 within one epoch), or one
+        # of another prefix.
+        return self._accept_random(prefix << 64 | counter)
 
-    def _skip_to(self, n: int) -> None:
-        # Counters between the old top and n were lost or are late: remember them as
-        # missing, within the window only.
+    def _skip_to(self, counter: int, top: int) -> None:
+        # Counters between the old top and this one were lost or are late: remember
+        # them as missing, within the window only.
         window = self._window
         missing = self._missing
-        low = max(self._top + 1, n - window)
-        missing.update(range(low, n))
+        missing.update(range(max(top + 1, counter - window), counter))
         if len(missing) > window:
-            floor = n - window
+            floor = counter - window
             self._missing = {m for m in missing if m >= floor}
-        self._top = n
+        self.next_counter = counter + 1
 
-    def _accept_random(self, nonce: bytes) -> bool:
+    def _accept_random(self, nonce: int) -> bool:
         seen = self._seen
         order = self._order
         if seen is None or order is None:

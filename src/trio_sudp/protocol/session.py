@@ -15,8 +15,8 @@ monotonic ``now`` (seconds) from its caller; message timestamps come from the on
 Datagrams to send are collected in ``Session.outbox`` and events in ``Session.events``
 until the driver takes them (:meth:`Session.take_datagrams`,
 :meth:`Session.take_events`). Data payloads are returned directly by
-:meth:`Session.receive` and encrypted directly by :meth:`Session.send`, which are the
-per-packet fast paths.
+:meth:`Session.receive` (or :meth:`Session.receive_many`, for a burst) and encrypted
+directly by :meth:`Session.send`, which are the per-packet fast paths.
 """
 
 from __future__ import annotations
@@ -24,8 +24,11 @@ from __future__ import annotations
 import enum
 import math
 import secrets
+import struct
+import time
+import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import attrs
@@ -46,7 +49,7 @@ from .constants import (
     tag_size,
     timestamp_unit_us,
 )
-from .crypto import EphemeralKey, PrivateKey, constant_time_equal
+from .crypto import EphemeralKey, PrivateKey, blake2b_tag_state, constant_time_equal
 from .epochs import EpochKey, EpochSet
 from .errors import BadPacket, DropReason, NotConnected, PayloadTooLarge
 from .events import (
@@ -89,7 +92,22 @@ _EPOCH_MOD: Final = 1 << 32
 _MIN_DATA_BODY: Final = NONCE_SIZE + GCM_TAG_SIZE
 _DATA_START: Final = HEADER_SIZE + NONCE_SIZE
 _unpack_header = HEADER_STRUCT.unpack_from
-_pack_header = HEADER_STRUCT.pack
+#: The header and the nonce of a Data datagram, as the data path reads and writes them:
+#: (ver << 8 | kind, len, src << 16 | dst, epoch, time, nonce prefix, nonce counter).
+_DATA_HEAD: Final = struct.Struct(">HHIIQIQ")
+_unpack_data_head = _DATA_HEAD.unpack_from
+_pack_data_head = _DATA_HEAD.pack
+_MIN_DATA_DATAGRAM: Final = HEADER_SIZE + _MIN_DATA_BODY
+_crc32 = zlib.crc32
+_crc_tag = struct.Struct(">I").pack
+
+
+def _ns_clock(clock: WallClock) -> Callable[[], int]:
+    """``clock`` in nanoseconds; the system clock without a Python call in between."""
+    if type(clock) is SystemClock:
+        return time.time_ns
+    now_us = clock.now_us
+    return lambda: now_us() * 1000
 
 
 class SessionState(enum.Enum):
@@ -210,6 +228,15 @@ class Session:
         # Hot-path constants
         self._private_key: PrivateKey = local.private_key
         self._wall: Callable[[], int] = clock.now_us
+        #: The same clock in ns, and how many ns a header ``time`` unit is.
+        self._time_ns = _ns_clock(clock)
+        self._ns_per_unit = 1000 * timestamp_unit_us(peer.version)
+        #: Data header fields packed as ``_DATA_HEAD`` packs them.
+        self._data_kind = peer.version << 8 | Kind.DATA
+        self._rx_route = peer.vaddr << 16 | local.vaddr
+        self._tx_route = local.vaddr << 16 | peer.vaddr
+        #: v3: fresh keyed BLAKE2b states for the header tag; v2 (CRC-32): ``None``.
+        self._blake = blake2b_tag_state(peer.shared_key) if peer.version == Version.V3 else None
         self._unit = timestamp_unit_us(peer.version)
         self._tagger = peer.tagger
         self._tag_len = tag_size(peer.version)
@@ -227,6 +254,8 @@ class Session:
         self._last_data_received_at: float = -_INF
         #: First data sent since the peer last sent something other than a KeepAliveAck.
         self._unanswered_since: float | None = None
+        #: Whether a timer waits on ``_unanswered_since`` (a client's silence rule).
+        self._silence_watched = not server_side and settings.silence_rekey_after is not None
         self._tolerant = settings.tolerate_v2_left_aligned and peer.version == Version.V2
         #: The latest drop, for handshake failure messages.
         self._last_reason: DropReason | None = None
@@ -268,26 +297,33 @@ class Session:
                 f"payload of {size} bytes exceeds the SUDP v{self.version} limit "
                 f"{self._max_payload}"
             )
-        header = _pack_header(
-            self.version,
-            4,
+        counter = key.nonce_counter = key.nonce_counter + 1
+        head = _pack_data_head(
+            self._data_kind,
             size + self._overhead,
-            self._own_vaddr,
-            self._peer_vaddr,
+            self._tx_route,
             key.epoch,
-            self._wall() // self._unit,
+            self._time_ns() // self._ns_per_unit,
+            key.nonce_prefix,
+            counter,
         )
-        key._counter += 1
-        nonce = (key._nonce_base | key._counter).to_bytes(12, "big")
-        datagram = b"".join(
-            (header, nonce, key.aead.encrypt(nonce, self._tagger(header) + payload, None))
-        )
+        header = head[:HEADER_SIZE]
+        blake = self._blake
+        if blake is None:
+            tag = _crc_tag(_crc32(header))
+        else:
+            state = blake()
+            state.update(header)
+            tag = state.digest()
+        datagram = head + key.aead.encrypt(head[HEADER_SIZE:], tag + payload, None)
         stats = self.stats
         stats.tx_packets += 1
         stats.tx_bytes += len(datagram)
         self._last_data_sent_at = now
         if self._unanswered_since is None:
             self._unanswered_since = now
+            if self._silence_watched:
+                self.timers_changed = True  # the silence deadline (SPEC §7) starts now
         return datagram
 
     def receive(self, datagram: bytes, address: Address, now: float) -> bytes | None:
@@ -296,34 +332,34 @@ class Session:
         Never raises for anything in the datagram: a rejected one is counted in
         ``stats.drops`` and reported as a :class:`PacketDropped` event.
         """
+        # Data is the per-packet fast path; anything else, and Data that fails a
+        # cheap check, leaves it through a helper that says why.
         size = len(datagram)
-        if size < HEADER_SIZE or size > MAX_DATAGRAM:
-            self._bad_size(size)
+        if size < _MIN_DATA_DATAGRAM:
+            self._receive_other(datagram, address, now)
             return None
-        ver, kind, length, src, dst, epoch, time = _unpack_header(datagram)
-        if ver != self.version:
-            self._drop(DropReason.BAD_VERSION, f"version {ver}, peer speaks {self.version}")
+        kind, length, route, epoch, stamp, prefix, counter = _unpack_data_head(datagram)
+        if (
+            kind != self._data_kind
+            or route != self._rx_route
+            or size > MAX_DATAGRAM
+            or length > size - HEADER_SIZE
+            or length < _MIN_DATA_BODY
+            or (self._fixed_source is not None and address != self._fixed_source)
+        ):
+            self._receive_other(datagram, address, now)
             return None
-        if kind != 4:
-            self._receive_signed(datagram, address, now)
-            return None
-        # Data: the per-packet fast path. Slow cases leave it through helpers.
-        if length > size - HEADER_SIZE or length < _MIN_DATA_BODY:
-            self._bad_data_length(length, size)
-            return None
-        if dst != self._own_vaddr or src != self._peer_vaddr:
-            self._drop(DropReason.WRONG_VADDR, f"{src}->{dst}")
-            return None
-        if self._fixed_source is not None and address != self._fixed_source:
-            self._drop(DropReason.WRONG_SOURCE, f"from {address!r}")
-            return None
-        key = self.epochs.by_epoch.get(epoch)
+        epochs = self.epochs
+        key = epochs.by_epoch.get(epoch)
         if key is None:
             self._drop(DropReason.UNKNOWN_EPOCH, f"epoch {epoch}")
             return None
-        nonce = datagram[HEADER_SIZE:_DATA_START]
         try:
-            plaintext = key.aead.decrypt(nonce, datagram[_DATA_START : HEADER_SIZE + length], None)
+            plaintext = key.aead.decrypt(
+                datagram[HEADER_SIZE:_DATA_START],
+                datagram[_DATA_START : HEADER_SIZE + length],
+                None,
+            )
         except InvalidTag:
             self._drop(DropReason.GCM_AUTH_FAIL, f"epoch {epoch}")
             return None
@@ -331,24 +367,34 @@ class Session:
         if len(plaintext) < tlen:
             self._drop(DropReason.PLAINTEXT_TOO_SHORT, f"{len(plaintext)} bytes")
             return None
-        if not constant_time_equal(plaintext[:tlen], self._tagger(datagram[:HEADER_SIZE])):
+        header = datagram[:HEADER_SIZE]
+        blake = self._blake
+        if blake is None:
+            tag = _crc_tag(_crc32(header))
+        else:
+            state = blake()
+            state.update(header)
+            tag = state.digest()
+        if not constant_time_equal(plaintext[:tlen], tag):
             self._drop(DropReason.INNER_TAG_MISMATCH)
             return None
         offset = self.offset_us
         if offset is None:
-            if not self._fresh(time):
+            if not self._fresh(stamp):
                 return None
         else:
-            age = self._wall() - time * self._unit - offset
-            if (age > self._fresh_us or age < self._future_limit) and not self._fresh(time):
+            age = self._time_ns() // 1000 - stamp * self._unit - offset
+            if (age > self._fresh_us or age < self._future_limit) and not self._fresh(stamp):
                 return None
-        if not key.replay.accept(nonce):
+        replay = key.replay
+        if prefix == replay.prefix and counter == replay.next_counter:
+            replay.next_counter = counter + 1
+        elif not replay.check(prefix, counter):
             self._drop(DropReason.REPLAY, f"epoch {epoch}")
             return None
-        if key is self.epochs.pending:
+        if key is epochs.pending:
             self._promote(now)
-        self.last_received_at = now
-        self._last_data_received_at = now
+        self.last_received_at = self._last_data_received_at = now
         self._unanswered_since = None
         if address != self.endpoint:
             self._endpoint_changed(address)
@@ -357,17 +403,141 @@ class Session:
         stats.rx_bytes += size
         return plaintext[tlen:]
 
+    def receive_many(self, datagrams: Iterable[tuple[bytes, Address]], now: float) -> list[bytes]:
+        """:meth:`receive` for datagrams that arrived together; the accepted payloads, in order.
+
+        The same as calling :meth:`receive` on each ``(datagram, address)`` in turn,
+        except that the wall clock is read once for the whole batch, which arrived at
+        ``now``; per-packet work that need not be repeated is done once.
+        """
+        payloads: list[bytes] = []
+        append = payloads.append
+        data_kind = self._data_kind
+        rx_route = self._rx_route
+        fixed = self._fixed_source
+        blake = self._blake
+        tlen = self._tag_len
+        unit = self._unit
+        wall_us = self._time_ns() // 1000
+        accepted = received = 0
+        reload = True
+        for datagram, address in datagrams:
+            if reload:
+                # Anything but plain data may have changed these: read them again.
+                reload = False
+                epochs = self.epochs
+                by_epoch = epochs.by_epoch
+                pending = epochs.pending
+                endpoint = self.endpoint
+                offset = self.offset_us
+                if offset is None:  # the first message fixes it: leave that to receive()
+                    low, high = 1, 0
+                else:  # the header times that receive() finds fresh (see _fresh)
+                    low = -((offset + self._fresh_us - wall_us) // unit)
+                    high = (wall_us - offset - self._future_limit) // unit
+            size = len(datagram)
+            key = None
+            if _MIN_DATA_DATAGRAM <= size <= MAX_DATAGRAM:
+                kind, length, route, epoch, stamp, prefix, counter = _unpack_data_head(datagram)
+                if (
+                    kind == data_kind
+                    and route == rx_route
+                    and _MIN_DATA_BODY <= length <= size - HEADER_SIZE
+                    and (fixed is None or address == fixed)
+                    and low <= stamp <= high
+                ):
+                    key = by_epoch.get(epoch)
+            if key is None:
+                # Not fresh data in a known epoch: receive() takes it, in order.
+                if accepted:
+                    self._data_received(accepted, received, now)
+                    accepted = received = 0
+                payload = self.receive(datagram, address, now)
+                if payload is not None:
+                    append(payload)
+                reload = True
+                continue
+            try:
+                plaintext = key.aead.decrypt(
+                    datagram[HEADER_SIZE:_DATA_START],
+                    datagram[_DATA_START : HEADER_SIZE + length],
+                    None,
+                )
+            except InvalidTag:
+                self._drop(DropReason.GCM_AUTH_FAIL, f"epoch {epoch}")
+                continue
+            if len(plaintext) < tlen:
+                self._drop(DropReason.PLAINTEXT_TOO_SHORT, f"{len(plaintext)} bytes")
+                continue
+            header = datagram[:HEADER_SIZE]
+            if blake is None:
+                tag = _crc_tag(_crc32(header))
+            else:
+                state = blake()
+                state.update(header)
+                tag = state.digest()
+            if not constant_time_equal(plaintext[:tlen], tag):
+                self._drop(DropReason.INNER_TAG_MISMATCH)
+                continue
+            replay = key.replay
+            if prefix == replay.prefix and counter == replay.next_counter:
+                replay.next_counter = counter + 1
+            elif not replay.check(prefix, counter):
+                self._drop(DropReason.REPLAY, f"epoch {epoch}")
+                continue
+            if key is pending:
+                self._promote(now)
+                reload = True
+            if address != endpoint:
+                self._endpoint_changed(address)
+                endpoint = address
+            accepted += 1
+            received += size
+            append(plaintext[tlen:])
+        if accepted:
+            self._data_received(accepted, received, now)
+        return payloads
+
+    def _data_received(self, count: int, size: int, now: float) -> None:
+        """Bookkeeping for ``count`` accepted Data datagrams of ``size`` bytes in all."""
+        self.last_received_at = self._last_data_received_at = now
+        self._unanswered_since = None
+        stats = self.stats
+        stats.rx_packets += count
+        stats.rx_bytes += size
+
+    def _receive_other(self, datagram: bytes, address: Address, now: float) -> None:
+        """Everything the data fast path does not take, each drop with its reason."""
+        size = len(datagram)
+        if size < HEADER_SIZE or size > MAX_DATAGRAM:
+            self._bad_size(size)
+            return
+        ver = datagram[0]
+        if ver != self.version:
+            self._drop(DropReason.BAD_VERSION, f"version {ver}, peer speaks {self.version}")
+        elif datagram[1] == Kind.DATA:
+            self._refuse_data(datagram, address)
+        else:
+            self._receive_signed(datagram, address, now)
+
+    def _refuse_data(self, datagram: bytes, address: Address) -> None:
+        """Why the fast path refused a Data datagram of the right version."""
+        size = len(datagram)
+        _, _, length, src, dst, _, _ = _unpack_header(datagram)
+        if length > size - HEADER_SIZE:
+            self._drop(DropReason.LEN_EXCEEDS_DATAGRAM, f"len {length}")
+        elif length < _MIN_DATA_BODY:
+            self._drop(DropReason.BODY_TOO_SHORT, f"data body of {length} bytes")
+        elif dst != self._own_vaddr or src != self._peer_vaddr:
+            self._drop(DropReason.WRONG_VADDR, f"{src}->{dst}")
+        else:
+            self._drop(DropReason.WRONG_SOURCE, f"from {address!r}")
+
     def _bad_size(self, size: int) -> None:
         if size < HEADER_SIZE:
             self._drop(DropReason.DATAGRAM_TOO_SHORT, f"{size} bytes")
         else:
             self._drop(DropReason.DATAGRAM_TOO_LONG, f"{size} bytes")
-
-    def _bad_data_length(self, length: int, size: int) -> None:
-        if length > size - HEADER_SIZE:
-            self._drop(DropReason.LEN_EXCEEDS_DATAGRAM, f"len {length}")
-        else:
-            self._drop(DropReason.BODY_TOO_SHORT, f"data body of {length} bytes")
 
     def _endpoint_changed(self, address: Address) -> None:
         old = self.endpoint

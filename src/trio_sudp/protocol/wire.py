@@ -58,6 +58,15 @@ __all__ = [
 HEADER_STRUCT: Final = struct.Struct(">BBHHHIQ")
 _CONTROL_FIELDS: Final = struct.Struct(">IQ")
 _U64_MAX: Final = (1 << 64) - 1
+_VERSIONS: Final = {int(v): v for v in Version}
+_KINDS: Final = {int(k): k for k in Kind}
+_ALL_FLAGS: Final = sum(ControlFlag)
+#: Every combination of the known flag bits. Decoding never makes a new ControlFlag:
+#: an IntFlag keeps each new value it is called with forever, and the sender chooses
+#: the flags (decoding comes before authentication).
+_KNOWN_FLAGS: Final = {
+    value: ControlFlag(value) for value in range(_ALL_FLAGS + 1) if not value & ~_ALL_FLAGS
+}
 
 
 @attrs.frozen(slots=True)
@@ -94,7 +103,8 @@ class ControlMessage:
 
     header: Header
     tag: bytes
-    flags: ControlFlag
+    #: A :class:`ControlFlag` when only known bits are set, else the plain integer.
+    flags: ControlFlag | int
     data: int
     signature: bytes
 
@@ -143,7 +153,7 @@ def decode_header_untrusted(datagram: bytes) -> Header:
             f"len {length} but {size - HEADER_SIZE} body bytes present",
         )
     return Header(
-        Version(ver), Kind(kind), length, src, dst, epoch, time, bytes(datagram[:HEADER_SIZE])
+        _VERSIONS[ver], _KINDS[kind], length, src, dst, epoch, time, bytes(datagram[:HEADER_SIZE])
     )
 
 
@@ -176,7 +186,11 @@ def decode_untrusted(datagram: bytes, *, version: Version | None = None) -> Mess
         _check_body_size(header.length, control_body_size(header.version), "control")
         flags, data = _CONTROL_FIELDS.unpack_from(body, tlen)
         return ControlMessage(
-            header, body[:tlen], ControlFlag(flags), data, body[tlen + CONTROL_FIELDS_SIZE :]
+            header,
+            body[:tlen],
+            _KNOWN_FLAGS.get(flags, flags),
+            data,
+            body[tlen + CONTROL_FIELDS_SIZE :],
         )
     _check_body_size(header.length, handshake_body_size(header.version), "handshake")
     return HandshakeMessage(
