@@ -556,3 +556,31 @@ def test_unknown_peer_and_rate_limit_counted_by_the_server_core() -> None:
     assert pair.core.drops[DropReason.RATE_LIMITED] == 20
     # Another source host has its own bucket.
     assert pair.core.session_for(handshake, ("198.51.100.99", 1), pair.now) is not None
+
+
+def test_previous_key_dropped_once_its_data_cannot_be_fresh() -> None:
+    pair = Pair(settings=SessionSettings(previous_key_lifetime=10.0))
+    pair.connect()
+    late = pair.client.send(b"late", pair.now)
+    pair.client.rekey(pair.now)
+    pair.run_for(0.2)
+    assert pair.server.epochs.previous is not None
+    assert pair.client.epochs.previous is not None
+    pair.run_for(9.0)
+    assert pair.server.epochs.previous is not None  # still crossing: kept
+    pair.run_for(1.5)
+    assert pair.server.epochs.previous is None
+    assert pair.client.epochs.previous is None
+    assert pair.deliver_to_server(late, CLIENT_ADDR) is None
+    assert pair.server.stats.drops[DropReason.UNKNOWN_EPOCH] == 1
+    exchange(pair)
+    assert len(pair.to_server) == 3
+
+
+def test_signature_memory_stays_small_on_an_idle_session() -> None:
+    pair = Pair()
+    pair.connect()
+    pair.run_for(300.0)  # 600 keepalives, 10 rekeys
+    memory = pair.server._signatures._entries
+    assert len(memory) <= 25  # ~ the last 10 s of signed messages, not all of them
+    assert pair.server.stats.drops[DropReason.REPLAY] == 0

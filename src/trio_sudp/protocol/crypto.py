@@ -33,9 +33,11 @@ __all__ = [
     "HeaderTagger",
     "PrivateKey",
     "PublicKey",
+    "TagState",
     "blake2b_tag_state",
     "constant_time_equal",
     "make_header_tagger",
+    "tagger_from_state",
 ]
 
 _CURVE: Final = ec.SECP256R1()
@@ -305,7 +307,11 @@ def make_header_tagger(version: Version, key: bytes | None = None) -> HeaderTagg
         if key:
             raise ConfigError("protocol v2 has no shared key (its header tag is a plain CRC-32)")
         return _crc32_tag
-    fresh = blake2b_tag_state(key)
+    return tagger_from_state(blake2b_tag_state(key))
+
+
+def tagger_from_state(fresh: TagState) -> HeaderTagger:
+    """The v3 header tag function over a keyed state from :func:`blake2b_tag_state`."""
 
     def blake2b_tag(header: bytes) -> bytes:
         h = fresh()
@@ -315,7 +321,11 @@ def make_header_tagger(version: Version, key: bytes | None = None) -> HeaderTagg
     return blake2b_tag
 
 
-def blake2b_tag_state(key: bytes | None) -> Callable[[], hashlib.blake2b]:
+TagState = Callable[[], "hashlib.blake2b"]
+"""Returns a fresh copy of a keyed BLAKE2b-192 state."""
+
+
+def blake2b_tag_state(key: bytes | None) -> TagState:
     """A function returning a fresh v3 tag state: BLAKE2b-192 keyed with ``key``.
 
     Copying a keyed state is cheaper than keying a new one (the key costs a

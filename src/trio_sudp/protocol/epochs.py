@@ -108,6 +108,12 @@ class EpochSet:
         self.current = key
         self._reindex()
 
+    def drop_previous(self) -> None:
+        """Forget the previous key (its data can no longer be fresh)."""
+        if self.previous is not None:
+            self.previous = None
+            self._reindex()
+
     def clear(self) -> None:
         self.previous = self.current = self.pending = None
         self.by_epoch = {}

@@ -5,7 +5,16 @@ from __future__ import annotations
 import attrs
 
 from .constants import MAX_CLIENT_VADDR, SERVER_VADDR, Version
-from .crypto import HeaderTagger, PrivateKey, PublicKey, check_v3_key, make_header_tagger
+from .crypto import (
+    HeaderTagger,
+    PrivateKey,
+    PublicKey,
+    TagState,
+    blake2b_tag_state,
+    check_v3_key,
+    make_header_tagger,
+    tagger_from_state,
+)
 from .errors import ConfigError
 
 
@@ -55,13 +64,22 @@ class Peer:
     version: Version = attrs.field(default=Version.V3, converter=_to_version)
     shared_key: bytes | None = attrs.field(default=None, converter=_to_key, repr=False)
     tagger: HeaderTagger = attrs.field(init=False, repr=False, eq=False)
+    #: v3: a function returning a fresh keyed BLAKE2b state (shared with ``tagger``, so
+    #: the per-packet paths can inline it); ``None`` for v2.
+    tag_state: TagState | None = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if self.version == Version.V2 and self.shared_key:
             raise ConfigError(f"peer {self.vaddr}: protocol v2 takes no shared key")
         if self.shared_key is not None:
             check_v3_key(self.shared_key)
-        object.__setattr__(self, "tagger", make_header_tagger(self.version, self.shared_key))
+        if self.version == Version.V3:
+            state = blake2b_tag_state(self.shared_key)
+            object.__setattr__(self, "tag_state", state)
+            object.__setattr__(self, "tagger", tagger_from_state(state))
+        else:
+            object.__setattr__(self, "tag_state", None)
+            object.__setattr__(self, "tagger", make_header_tagger(self.version))
 
 
 def _private_key(_inst: object, attr: attrs.Attribute[PrivateKey], value: PrivateKey) -> None:

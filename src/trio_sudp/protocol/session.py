@@ -49,7 +49,7 @@ from .constants import (
     tag_size,
     timestamp_unit_us,
 )
-from .crypto import EphemeralKey, PrivateKey, blake2b_tag_state, constant_time_equal
+from .crypto import EphemeralKey, PrivateKey, constant_time_equal
 from .epochs import EpochKey, EpochSet
 from .errors import BadPacket, DropReason, NotConnected, PayloadTooLarge
 from .events import (
@@ -167,7 +167,7 @@ class _SignatureMemory:
 
     __slots__ = ("_entries", "_limit")
 
-    def __init__(self, limit: int = 256) -> None:
+    def __init__(self, limit: int = 64) -> None:
         self._entries: dict[bytes, float] = {}
         self._limit = limit
 
@@ -176,11 +176,13 @@ class _SignatureMemory:
         entries = self._entries
         if key in entries:
             return True
-        if len(entries) >= self._limit:
-            for old in [k for k, until in entries.items() if until < now]:
-                del entries[old]
-            if len(entries) >= self._limit:
-                del entries[next(iter(entries))]
+        # Every entry is kept equally long, so insertion order is expiry order: the
+        # expired ones are at the front. A few live entries suffice (a keepalive
+        # every 0.5 s), so the memory of an idle peer stays small.
+        for old, until in list(entries.items()):
+            if until >= now and len(entries) < self._limit:
+                break
+            del entries[old]
         entries[key] = now + keep_for
         return False
 
@@ -220,6 +222,8 @@ class Session:
         self.timers_changed = False
         #: Free for the driver: the runtime keeps its per-peer object here.
         self.owner: Any = None
+        #: When the previous epoch's key is dropped (set at each rekey).
+        self._previous_until: float | None = None
         #: Events not yet taken by the driver (see :meth:`take_events`).
         self.events: list[Event] = []
         #: Datagrams to send, with their destination, not yet taken by the driver.
@@ -236,7 +240,7 @@ class Session:
         self._rx_route = peer.vaddr << 16 | local.vaddr
         self._tx_route = local.vaddr << 16 | peer.vaddr
         #: v3: fresh keyed BLAKE2b states for the header tag; v2 (CRC-32): ``None``.
-        self._blake = blake2b_tag_state(peer.shared_key) if peer.version == Version.V3 else None
+        self._blake = peer.tag_state
         self._unit = timestamp_unit_us(peer.version)
         self._tagger = peer.tagger
         self._tag_len = tag_size(peer.version)
@@ -667,6 +671,20 @@ class Session:
         else:
             self._on_control(message, address, now)
 
+    def _retire_previous_later(self, now: float) -> None:
+        """After a rekey, keep the previous key only while its data can still be fresh."""
+        self._previous_until = now + self.settings.previous_key_lifetime
+        self.timers_changed = True
+
+    def _previous_deadline(self) -> float:
+        until = self._previous_until
+        return _INF if until is None or self.epochs.previous is None else until
+
+    def _retire_previous(self, now: float) -> None:
+        if self._previous_until is not None and now >= self._previous_until:
+            self._previous_until = None
+            self.epochs.drop_previous()
+
     def _authenticated_from(self, address: Address, now: float) -> None:
         """An authenticated message came from ``address``: the peer is alive there."""
         self.last_received_at = now
@@ -890,6 +908,7 @@ class ClientSession(Session):
             header.epoch, secret, attempt.ephemeral.public_bytes, message.ephemeral_public
         )
         self.epochs.install_current(key)
+        self._retire_previous_later(now)
         self._attempt = None
         self._failures = 0
         self.stats.handshakes += 1
@@ -1027,6 +1046,10 @@ class ClientSession(Session):
             self._start_attempt(now, "rekey")
 
     def next_expiry_at(self) -> float:
+        return min(self._liveness_deadline(), self._previous_deadline())
+
+    def _liveness_deadline(self) -> float:
+        """When the silence rule or the dead-server rule would start a rekey."""
         if self._attempt is not None or self.epochs.current is None or self._closed:
             return _INF
         deadline = _INF
@@ -1039,7 +1062,8 @@ class ClientSession(Session):
         return deadline
 
     def on_expiry_timer(self, now: float) -> None:
-        if now < self.next_expiry_at():
+        self._retire_previous(now)
+        if now < self._liveness_deadline():
             return
         silence = self.settings.silence_rekey_after
         if (
@@ -1090,6 +1114,7 @@ class ServerPeerSession(Session):
 
     def _promote(self, now: float) -> None:
         key = self.epochs.promote()
+        self._retire_previous_later(now)
         self.last_handshake_at = now
         self.stats.handshakes += 1
         if self._connected:
@@ -1179,9 +1204,10 @@ class ServerPeerSession(Session):
     def next_expiry_at(self) -> float:
         if self.last_received_at is None:
             return _INF
-        return self.last_received_at + self.settings.idle_expiry
+        return min(self.last_received_at + self.settings.idle_expiry, self._previous_deadline())
 
     def on_expiry_timer(self, now: float) -> None:
+        self._retire_previous(now)
         last = self.last_received_at
         if last is None or now < last + self.settings.idle_expiry:
             return
@@ -1191,6 +1217,7 @@ class ServerPeerSession(Session):
     def forget(self) -> None:
         """Drop all session state with this client (as an idle expiry does)."""
         self.epochs.clear()
+        self._previous_until = None
         self.endpoint = None
         self.offset_us = None
         self.last_received_at = None

@@ -71,6 +71,9 @@ class SessionSettings:
     silence_rekey_after: float | None = attrs.field(default=2.0, validator=_optional_positive)
     #: Client: rekey when nothing at all came from the server for this long.
     dead_server_after: float | None = attrs.field(default=5.0, validator=_optional_positive)
+    #: After a rekey, keep the previous epoch's key this long: data sent under it is
+    #: still crossing, and after freshness + max_future it would be refused anyway.
+    previous_key_lifetime: float = attrs.field(default=10.0, validator=_positive)
     #: Client: after a failed handshake, start again (a VPN never gives up).
     reconnect: bool = True
     #: Replay defence: counter window for trio-sudp peers' nonces ...
