@@ -23,6 +23,9 @@ log = logging.getLogger("trio_sudp")
 
 Main = Callable[[], Awaitable[None]]
 
+#: Seconds between "still waiting" lines while connect waits for the first handshake.
+PROGRESS_INTERVAL = 2.0
+
 
 def control_socket_for(config: ServerConfig | ClientConfig) -> Path:
     """The control socket of a configuration: its own setting, else one per interface
@@ -92,8 +95,21 @@ def connect_main(config: ClientConfig) -> Main:
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
+            progress = trio.CancelScope()
+            nursery.start_soon(_report_progress, progress, config.endpoint)
             vpn = await nursery.start(functools.partial(run_client, config))
+            progress.cancel()
             running.append(vpn)
             await nursery.start(serve_control, control_socket_for(config), handle)
 
     return main
+
+
+async def _report_progress(scope: trio.CancelScope, endpoint: str) -> None:
+    """While the first handshake is under way, say so every couple of seconds."""
+    with scope:
+        started = trio.current_time()
+        while True:
+            await trio.sleep(PROGRESS_INTERVAL)
+            waited = trio.current_time() - started
+            log.info("no answer from %s yet after %.0f s; retrying the handshake", endpoint, waited)
