@@ -1,0 +1,39 @@
+"""The documentation keeps up with the code it describes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+from trio_sudp import SessionSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_timer_setting_is_documented() -> None:
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    missing = [f.name for f in attrs.fields(SessionSettings) if f"| `{f.name}` |" not in text]
+    assert missing == []
+
+
+def test_readme_library_example_is_the_runnable_one() -> None:
+    readme = (ROOT / "README.md").read_text()
+    example = (ROOT / "examples" / "echo.py").read_text()
+    for line in (
+        "async for vaddr, payload in server:",
+        "local=LocalIdentity(0, server_key),",
+        "peers=[Peer(1, client_key.public_key, Version.V3, SHARED_KEY)],",
+        "server=Peer(0, server_key.public_key, Version.V3, SHARED_KEY),",
+    ):
+        assert line in readme
+        assert line in example
+
+
+def test_readme_commands_exist() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "    scripts/demo" in readme
+    assert "    scripts/test" in readme
+    assert (ROOT / "scripts" / "demo").is_file()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "exec scripts/test" in ci  # the README's test command, not a copy
