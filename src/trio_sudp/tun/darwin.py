@@ -9,17 +9,14 @@ logic are tested on Linux against fakes.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import socket
 import struct
 from collections.abc import Callable
-from types import TracebackType
 from typing import Protocol
 
-import trio
-
 from trio_sudp.tun.errors import TunError
+from trio_sudp.tun.fd_device import FdDevice
 
 __all__ = [
     "AF_INET6_DARWIN",
@@ -127,16 +124,16 @@ def _real_ioctl(fd: int, request: int, arg: bytes) -> bytes:
     return fcntl.ioctl(fd, request, arg)
 
 
-class DarwinUtun:
+class DarwinUtun(FdDevice):
     """One open macOS utun device: closing the socket deletes the interface."""
 
-    __slots__ = ("_fd", "_name", "_read_size", "_sock")
+    __slots__ = ("_read_size", "_sock")
+    kind = "utun device"
 
     def __init__(self, sock: UtunSocket, name: str, *, read_size: int = READ_SIZE) -> None:
         """Wrap a connected, non-blocking utun control socket (see :meth:`open`)."""
+        super().__init__(sock.fileno(), name)
         self._sock = sock
-        self._fd = sock.fileno()
-        self._name = name
         self._read_size = read_size
 
     @classmethod
@@ -178,27 +175,13 @@ class DarwinUtun:
             raise
         return cls(sock, actual)
 
-    @property
-    def name(self) -> str:
-        """The interface name the kernel gave the device (``utun4``)."""
-        return self._name
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._fd < 0
-
-    def fileno(self) -> int:
-        """The control socket's fd (``-1`` once closed)."""
-        return self._fd
-
     def read_nowait(self) -> bytes:
         """Return one IP packet without its prefix; ``BlockingIOError`` when none is ready."""
         try:
             data = self._sock.recv(self._read_size)
         except OSError:
             if self._fd < 0:
-                raise trio.ClosedResourceError("the utun device was closed") from None
+                raise self._closed_error() from None
             raise
         return data[4:]
 
@@ -213,43 +196,11 @@ class DarwinUtun:
             raise OSError(errno.EINVAL, "not an IPv4 or IPv6 packet") from None
         except OSError:
             if self._fd < 0:
-                raise trio.ClosedResourceError("the utun device was closed") from None
+                raise self._closed_error() from None
             raise
 
-    async def wait_readable(self) -> None:
-        """Sleep until ``read_nowait`` may succeed; ``ClosedResourceError`` on close."""
-        if self._fd < 0:
-            raise trio.ClosedResourceError("the utun device was closed")
-        await trio.lowlevel.wait_readable(self._fd)
-
-    async def wait_writable(self) -> None:
-        """Sleep until ``write_nowait`` may succeed; ``ClosedResourceError`` on close."""
-        if self._fd < 0:
-            raise trio.ClosedResourceError("the utun device was closed")
-        await trio.lowlevel.wait_writable(self._fd)
-
-    def close(self) -> None:
-        """Close the socket, which deletes the interface, waking waiters. Idempotent."""
-        fd, self._fd = self._fd, -1
-        if fd < 0:
-            return
-        with contextlib.suppress(RuntimeError):  # outside trio.run nobody can be waiting
-            trio.lowlevel.notify_closing(fd)
+    def _release(self, fd: int) -> None:
         self._sock.close()
-
-    def __enter__(self) -> DarwinUtun:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<DarwinUtun {self._name} fd={self._fd}>"
 
 
 def _set_mtu(name: str, mtu: int, socket_factory: SocketFactory, ioctl: Ioctl) -> None:

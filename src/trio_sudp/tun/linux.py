@@ -8,17 +8,14 @@ through ``trio.lowlevel.FdStream``), and Trio is only involved through
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
 import socket
 import struct
-from types import TracebackType
-
-import trio
 
 from trio_sudp.tun.errors import TunError
+from trio_sudp.tun.fd_device import FdDevice
 
 __all__ = ["READ_SIZE", "TUN_PATH", "LinuxTun", "check_ifname"]
 
@@ -57,15 +54,15 @@ def check_ifname(name: str) -> bytes:
     return raw
 
 
-class LinuxTun:
+class LinuxTun(FdDevice):
     """One open, non-persistent Linux TUN device: closing it deletes the interface."""
 
-    __slots__ = ("_fd", "_name", "_read_size")
+    __slots__ = ("_read_size",)
+    kind = "TUN device"
 
     def __init__(self, fd: int, name: str, *, read_size: int = READ_SIZE) -> None:
         """Wrap an already configured, non-blocking TUN fd (see :meth:`open`)."""
-        self._fd = fd
-        self._name = name
+        super().__init__(fd, name)
         self._read_size = read_size
 
     @classmethod
@@ -107,20 +104,6 @@ class LinuxTun:
         return tun
 
     @property
-    def name(self) -> str:
-        """The interface name the kernel gave the device."""
-        return self._name
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._fd < 0
-
-    def fileno(self) -> int:
-        """The TUN fd (``-1`` once closed)."""
-        return self._fd
-
-    @property
     def mtu(self) -> int:
         """The interface MTU, read from the kernel."""
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -147,7 +130,7 @@ class LinuxTun:
             return os.read(self._fd, self._read_size)
         except OSError:
             if self._fd < 0:
-                raise trio.ClosedResourceError("the TUN device was closed") from None
+                raise self._closed_error() from None
             raise
 
     def write_nowait(self, packet: bytes) -> None:
@@ -160,43 +143,11 @@ class LinuxTun:
             os.write(self._fd, packet)
         except OSError:
             if self._fd < 0:
-                raise trio.ClosedResourceError("the TUN device was closed") from None
+                raise self._closed_error() from None
             raise
 
-    async def wait_readable(self) -> None:
-        """Sleep until ``read_nowait`` may succeed; ``ClosedResourceError`` on close."""
-        if self._fd < 0:
-            raise trio.ClosedResourceError("the TUN device was closed")
-        await trio.lowlevel.wait_readable(self._fd)
-
-    async def wait_writable(self) -> None:
-        """Sleep until ``write_nowait`` may succeed; ``ClosedResourceError`` on close."""
-        if self._fd < 0:
-            raise trio.ClosedResourceError("the TUN device was closed")
-        await trio.lowlevel.wait_writable(self._fd)
-
-    def close(self) -> None:
-        """Close the fd, which deletes the interface, waking waiters. Idempotent."""
-        fd, self._fd = self._fd, -1
-        if fd < 0:
-            return
-        with contextlib.suppress(RuntimeError):  # outside trio.run nobody can be waiting
-            trio.lowlevel.notify_closing(fd)
+    def _release(self, fd: int) -> None:
         os.close(fd)
-
-    def __enter__(self) -> LinuxTun:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<LinuxTun {self._name} fd={self._fd}>"
 
 
 def _open_error(path: str, exc: OSError) -> TunError:
