@@ -97,6 +97,11 @@ class SUDPClient:
         return self._runner
 
     @property
+    def endpoint(self) -> Endpoint:
+        """The UDP task (the VPN brackets its TUN batches with its ``begin_batch``)."""
+        return self._endpoint
+
+    @property
     def local_address(self) -> Address:
         """The local UDP address the client sends from."""
         return self._endpoint.local_address
@@ -213,6 +218,7 @@ async def open_client(
             endpoint = Endpoint(transport)
             runner = PeerRunner(session, endpoint, on_payload=lambda r, p: None)
             endpoint.receiver = runner.handle
+            endpoint.receive_many = runner.handle_many
             client = SUDPClient(session, runner, endpoint, receive_queue)
             runner.on_event = client._event
             await nursery.start(endpoint.run)

@@ -25,7 +25,7 @@ from .common import (
     check_peer,
     collapse_exception_groups,
 )
-from .endpoint import Endpoint, EndpointStats
+from .endpoint import RECEIVE_MANY_MIN, Endpoint, EndpointStats
 from .peer import PeerRunner, PeerStatistics
 from .transport import Address, DatagramNetwork
 from .udp import UDPNetwork
@@ -117,6 +117,42 @@ class SUDPServer:
             return
         found.owner.handle(datagram, address, now)
 
+    def _receive_many(self, datagrams: list[bytes], address: Address, now: float) -> None:
+        # The datagrams of one coalesced receive (one source): runs of Data from one
+        # configured client go to its session at once (if long enough to be worth
+        # it), anything else one by one.
+        runners = self._runners
+        count = len(datagrams)
+        i = 0
+        while i < count:
+            datagram = datagrams[i]
+            if len(datagram) >= HEADER_SIZE and datagram[1] == _DATA:
+                high = datagram[4]
+                low = datagram[5]
+                end = i + 1
+                while end < count:
+                    other = datagrams[end]
+                    if (
+                        len(other) < HEADER_SIZE
+                        or other[1] != _DATA
+                        or other[5] != low
+                        or other[4] != high
+                    ):
+                        break
+                    end += 1
+                runner = runners.get((high << 8) | low) if end - i >= RECEIVE_MANY_MIN else None
+                if runner is not None:
+                    runner.handle_many(
+                        datagrams if end - i == count else datagrams[i:end], address, now
+                    )
+                else:
+                    for j in range(i, end):
+                        self._receive(datagrams[j], address, now)
+                i = end
+                continue
+            self._receive(datagram, address, now)
+            i += 1
+
     def _deliver(self, runner: PeerRunner, payload: bytes) -> None:
         try:
             self._send_channel.send_nowait((runner.vaddr, payload))
@@ -136,6 +172,11 @@ class SUDPServer:
             self.on_event(runner, event)
 
     # ----------------------------------------------------------------- API
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """The UDP task (the VPN brackets its TUN batches with its ``begin_batch``)."""
+        return self._endpoint
 
     @property
     def local_address(self) -> Address:
@@ -271,6 +312,7 @@ async def open_server(
             endpoint = Endpoint(transport, None)
             server = SUDPServer(core, endpoint, nursery, receive_queue)
             endpoint.receiver = server._receive
+            endpoint.receive_many = server._receive_many
             await nursery.start(endpoint.run)
             try:
                 yield server

@@ -7,6 +7,7 @@ methods first, drains every ready datagram, and awaits ``wait_readable`` /
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 #: A transport address, opaque to the protocol: ``(host, port)`` for IPv4 and the fake
@@ -16,6 +17,12 @@ Address = tuple[Any, ...]
 #: Receive buffer size: one byte more than the largest datagram SUDP allows, so that
 #: an oversized datagram is seen as such instead of silently truncated.
 RECV_SIZE = 4096
+
+#: Most datagrams one ``send_segments_nowait`` call may carry (Linux: ``UDP_MAX_SEGMENTS``).
+MAX_SEGMENTS = 64
+#: Most bytes one ``send_segments_nowait`` call may carry: what fits in one UDP/IPv4
+#: datagram (65535 - 20 - 8), with room left for IP options.
+MAX_SEGMENT_BYTES = 65000
 
 
 class DatagramTransport(Protocol):
@@ -60,3 +67,63 @@ class DatagramNetwork(Protocol):
     def bind(self, address: Address) -> DatagramTransport:
         """Bind a new transport; raise ``OSError`` (e.g. address in use) on failure."""
         ...
+
+
+class SegmentSender(Protocol):
+    """Optional batched sending a transport may offer beside ``DatagramTransport``.
+
+    The UDP task looks it up with ``getattr`` (a transport without it works datagram
+    by datagram). On Linux, :class:`~trio_sudp.runtime.udp.UDPTransport` sends with
+    UDP GSO (``UDP_SEGMENT``): many datagrams per system call, invisible on the wire.
+    """
+
+    @property
+    def max_segment_size(self) -> int:
+        """The largest datagram ``send_segments_nowait`` takes; 0 while it is unusable.
+
+        It may drop (to 0) after a send the kernel refused.
+        """
+        ...
+
+    def send_segments_nowait(self, datagrams: Sequence[bytes], address: Address) -> None:
+        """Send several datagrams to one address in one call.
+
+        At most :data:`MAX_SEGMENTS` datagrams, :data:`MAX_SEGMENT_BYTES` in all, each
+        of the first's size (at most ``max_segment_size``) but the last, which may be
+        shorter and not empty. All are sent, or none: ``BlockingIOError`` when the
+        socket buffer is full; any other ``OSError`` means the transport refused the
+        batch (the caller sends the datagrams one by one instead).
+        """
+        ...
+
+
+class SegmentReceiver(Protocol):
+    """Optional batched receiving: UDP GRO (``UDP_GRO``) on Linux.
+
+    The UDP task uses ``recv_segments_nowait`` instead of ``recv_nowait`` when the
+    transport has a true ``gro`` attribute.
+    """
+
+    @property
+    def gro(self) -> bool:
+        """Whether receives may return several datagrams at once."""
+        ...
+
+    def recv_segments_nowait(self) -> tuple[bytes, int, Address]:
+        """Return ``(buffer, segment_size, source)``: one or more datagrams from one source.
+
+        ``segment_size`` 0: ``buffer`` is one datagram. Otherwise ``buffer`` holds
+        datagrams of ``segment_size`` bytes each, the last one possibly shorter (see
+        :func:`split_segments`). Raise ``BlockingIOError`` when none is ready.
+        """
+        ...
+
+
+def split_segments(buffer: bytes, segment_size: int) -> list[bytes]:
+    """The datagrams of a coalesced receive buffer, in order.
+
+    Each is ``segment_size`` bytes (cut to :data:`RECV_SIZE` if longer, as a single
+    receive would), the last one whatever remains.
+    """
+    take = segment_size if segment_size <= RECV_SIZE else RECV_SIZE
+    return [buffer[i : i + take] for i in range(0, len(buffer), segment_size)]

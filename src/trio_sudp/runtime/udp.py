@@ -9,22 +9,39 @@ also carries IPv4 (as IPv4-mapped ``::ffff:a.b.c.d`` addresses) unless
 ``UDPNetwork(dual_stack=False)``. :func:`resolve_address` turns ``"host:port"`` into
 the address form a transport of a given family sends to and receives from, so that
 addresses can be compared with the sources ``recv_nowait`` returns.
+
+On Linux the transport also moves several datagrams per system call, invisibly on
+the wire (see ``SegmentSender`` and ``SegmentReceiver``): ``send_segments_nowait`` sends up to 64
+equal-size datagrams to one address with one ``sendmsg`` carrying ``UDP_SEGMENT``
+(GSO), and with ``UDP_GRO`` on the socket the kernel hands over datagrams of one
+flow coalesced, which ``recv_segments_nowait`` returns with their segment size.
+A kernel that lacks either (or refuses GSO for a route) gets one datagram per call.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import ipaddress
+import logging
 import socket
+import struct
+import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import trio
 
-from trio_sudp.runtime.transport import RECV_SIZE, Address
+from trio_sudp.runtime.transport import RECV_SIZE, Address, split_segments
 
 if TYPE_CHECKING:
-    from trio_sudp.runtime.transport import DatagramNetwork, DatagramTransport
+    from trio_sudp.runtime.transport import (
+        DatagramNetwork,
+        DatagramTransport,
+        SegmentReceiver,
+        SegmentSender,
+    )
 
 __all__ = [
     "DEFAULT_SOCKET_BUFFER",
@@ -44,22 +61,83 @@ DEFAULT_SOCKET_BUFFER = 4 * 1024 * 1024
 # datagram being read, so reading goes on.
 _TRANSIENT_RECV_ERRORS = (ConnectionRefusedError, ConnectionResetError)
 
+log = logging.getLogger("trio_sudp")
+
+_LINUX = sys.platform.startswith("linux")
+# <linux/udp.h>; the socket module of Python 3.11 does not name them.
+_SOL_UDP = 17
+_UDP_SEGMENT = 103
+_UDP_GRO = 104
+#: Bytes asked of every receive on a GRO socket: a coalesced buffer is at most 64 KiB
+#: (one UDP datagram's worth), and a shorter buffer would silently cut it.
+GRO_RECV_SIZE = 65536
+# Room for the one control message a GRO socket receives: the segment size, an int.
+_GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
+_INT = struct.Struct("=i")
+_U16 = struct.Struct("=H")
+_MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0)
+# Errors by which the kernel refuses GSO itself (no checksum offload on the route,
+# IPsec, no UDP_SEGMENT): no GSO any more on this socket.
+_GSO_UNSUPPORTED = frozenset(
+    code
+    for code in (
+        errno.EIO,
+        errno.ENOPROTOOPT,
+        errno.EOPNOTSUPP,
+        getattr(errno, "ENOTSUP", errno.EOPNOTSUPP),
+        errno.ENOSYS,
+    )
+)
+# Errors by which it refuses this segment size (bigger than the route's MTU allows):
+# no GSO for datagrams this big any more.
+_GSO_TOO_BIG = frozenset((errno.EINVAL, errno.EMSGSIZE))
+#: Below this segment size, a socket whose GSO sends keep failing gives GSO up.
+_GSO_MIN_SIZE = 512
+# The largest segment size a kernel takes (a UDP length).
+_GSO_MAX_LIMIT = 0xFFFF
+
 
 class UDPTransport:
     """A bound, non-blocking UDP socket implementing ``DatagramTransport``.
 
+    It also implements ``SegmentSender`` (GSO) and ``SegmentReceiver`` (GRO), each where the
+    kernel supports it and unless ``gso=False`` / ``gro=False``; see
+    :attr:`max_segment_size` and :attr:`gro`.
+
     After :meth:`close` every method raises ``trio.ClosedResourceError``.
     """
 
-    __slots__ = ("_closed", "_local_address", "_recvfrom", "_sendto", "_sock")
+    __slots__ = (
+        "_closed",
+        "_cmsg",
+        "_cmsg_size",
+        "_gro",
+        "_gso_limit",
+        "_local_address",
+        "_pending",
+        "_recvfrom",
+        "_recvmsg",
+        "_sendmsg",
+        "_sendto",
+        "_sock",
+    )
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, gso: bool = True, gro: bool = True) -> None:
         sock.setblocking(False)
         self._sock = sock
         self._local_address: Address = sock.getsockname()
         self._closed = False
         self._recvfrom = sock.recvfrom
         self._sendto = sock.sendto
+        self._sendmsg = sock.sendmsg
+        self._recvmsg = sock.recvmsg
+        self._gso_limit = _probe_gso(sock) if gso else 0
+        self._gro = gro and _enable_gro(sock)
+        # The control message of the latest GSO send, rebuilt when the size changes.
+        self._cmsg_size = -1
+        self._cmsg: list[tuple[int, int, bytes]] = []
+        # Datagrams of a coalesced buffer that recv_nowait has not returned yet.
+        self._pending: collections.deque[tuple[bytes, Address]] = collections.deque()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -84,8 +162,20 @@ class UDPTransport:
         """The socket's file descriptor (``-1`` once closed)."""
         return self._sock.fileno()
 
+    @property
+    def max_segment_size(self) -> int:
+        """The largest datagram :meth:`send_segments_nowait` takes; 0: no GSO (any more)."""
+        return self._gso_limit
+
+    @property
+    def gro(self) -> bool:
+        """Whether the kernel may hand over datagrams coalesced (``UDP_GRO`` is on)."""
+        return self._gro
+
     def recv_nowait(self) -> tuple[bytes, Address]:
         """Return one datagram and its source; raise ``BlockingIOError`` when none is ready."""
+        if self._gro:
+            return self._recv_one_gro()
         try:
             return self._recvfrom(RECV_SIZE)
         except BlockingIOError:
@@ -106,6 +196,70 @@ class UDPTransport:
             except OSError as again:
                 exc = again
 
+    def _recv_one_gro(self) -> tuple[bytes, Address]:
+        pending = self._pending
+        if pending:
+            return pending.popleft()
+        buffer, segment_size, address = self.recv_segments_nowait()
+        if not segment_size:
+            return buffer, address
+        first, *rest = split_segments(buffer, segment_size)
+        pending.extend([(datagram, address) for datagram in rest])
+        return first, address
+
+    def recv_segments_nowait(self) -> tuple[bytes, int, Address]:
+        """Return ``(buffer, segment_size, source)``; see ``SegmentReceiver``.
+
+        ``segment_size`` is 0 when ``buffer`` is one datagram (always, without GRO).
+        Raise ``BlockingIOError`` when none is ready.
+        """
+        if not self._gro or self._pending:
+            datagram, address = self.recv_nowait()
+            return datagram, 0, address
+        try:
+            buffer, ancdata, flags, address = self._recvmsg(GRO_RECV_SIZE, _GRO_CMSG_SPACE)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            buffer, ancdata, flags, address = self._recvmsg_after_error(exc)
+        if ancdata:
+            return self._coalesced(buffer, ancdata, flags, address)
+        if len(buffer) > RECV_SIZE:  # as recvfrom(RECV_SIZE) would have returned it
+            buffer = buffer[:RECV_SIZE]
+        return buffer, 0, address
+
+    def _recvmsg_after_error(
+        self, exc: OSError
+    ) -> tuple[bytes, list[tuple[int, int, bytes]], int, Address]:
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("UDP transport was closed") from None
+            if not isinstance(exc, _TRANSIENT_RECV_ERRORS):
+                raise exc
+            try:
+                return self._recvmsg(GRO_RECV_SIZE, _GRO_CMSG_SPACE)
+            except BlockingIOError:
+                raise
+            except OSError as again:
+                exc = again
+
+    @staticmethod
+    def _coalesced(
+        buffer: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, address: Address
+    ) -> tuple[bytes, int, Address]:
+        size = len(buffer)
+        segment_size = 0
+        for level, kind, data in ancdata:
+            if level == _SOL_UDP and kind == _UDP_GRO and len(data) >= 4:
+                segment_size = _INT.unpack_from(data)[0]
+        if 0 < segment_size < size:
+            if flags & _MSG_TRUNC:  # cannot happen with a 64 KiB buffer; never pass a cut one
+                buffer = buffer[: size - size % segment_size]
+            return buffer, segment_size, address
+        if size > RECV_SIZE:
+            buffer = buffer[:RECV_SIZE]
+        return buffer, 0, address
+
     def send_nowait(self, data: bytes, address: Address) -> None:
         """Send one datagram; raise ``BlockingIOError`` if the socket buffer is full.
 
@@ -121,10 +275,60 @@ class UDPTransport:
                 raise trio.ClosedResourceError("UDP transport was closed") from None
             raise
 
+    def send_segments_nowait(self, datagrams: Sequence[bytes], address: Address) -> None:
+        """Send several datagrams to ``address`` with one GSO ``sendmsg``.
+
+        The contract of ``SegmentSender``: at most ``MAX_SEGMENTS`` datagrams and
+        ``MAX_SEGMENT_BYTES`` in all, each of the first's size (at most
+        :attr:`max_segment_size`) but the last, which may be shorter. All are sent or
+        none: ``BlockingIOError`` if the socket buffer is full. Any other ``OSError``
+        means the batch was refused; when the kernel refused GSO itself, this
+        transport stops offering it (for all sizes, or for this size and above).
+        """
+        size = len(datagrams[0])
+        if size != self._cmsg_size:
+            self._cmsg = [(_SOL_UDP, _UDP_SEGMENT, _U16.pack(size))]
+            self._cmsg_size = size
+        try:
+            self._sendmsg(datagrams, self._cmsg, 0, address)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            if self._closed:
+                raise trio.ClosedResourceError("UDP transport was closed") from None
+            self._gso_refused(exc, size)
+            raise
+
+    def _gso_refused(self, exc: OSError, size: int) -> None:
+        code = exc.errno
+        limit = self._gso_limit
+        if code in _GSO_TOO_BIG and size > _GSO_MIN_SIZE:
+            # Most likely bigger than the route's MTU: smaller datagrams may still go.
+            if size <= limit:
+                self._gso_limit = size - 1
+                if limit == _GSO_MAX_LIMIT:  # log the first refusal only
+                    log.debug(
+                        "UDP GSO refused for %d-byte datagrams on %s (%s): "
+                        "datagrams that big go one by one",
+                        size,
+                        format_address(self._local_address),
+                        exc.strerror or exc,
+                    )
+        elif (code in _GSO_UNSUPPORTED or code in _GSO_TOO_BIG) and limit:
+            self._gso_limit = 0
+            log.debug(
+                "UDP GSO refused on %s (%s): sending one datagram per call",
+                format_address(self._local_address),
+                exc.strerror or exc,
+            )
+
     async def wait_readable(self) -> None:
         """Sleep until ``recv_nowait`` may succeed."""
         if self._closed:
             raise trio.ClosedResourceError("UDP transport was closed")
+        if self._pending:
+            await trio.lowlevel.checkpoint()
+            return
         await trio.lowlevel.wait_readable(self._sock)
 
     async def wait_writable(self) -> None:
@@ -138,6 +342,7 @@ class UDPTransport:
         if self._closed:
             return
         self._closed = True
+        self._pending.clear()
         # Outside trio.run nobody can be waiting, and notify_closing raises RuntimeError.
         with contextlib.suppress(RuntimeError):
             trio.lowlevel.notify_closing(self._sock)
@@ -149,13 +354,22 @@ class UDPNetwork:
 
     ``dual_stack``: IPv6 sockets also carry IPv4 (``IPV6_V6ONLY=0``).
     ``buffer_size``: ``SO_RCVBUF``/``SO_SNDBUF`` to ask for (failure is ignored).
+    ``gso`` / ``gro``: use UDP segmentation offload when sending / coalesced receives
+    where the kernel supports them (Linux).
     """
 
     def __init__(
-        self, *, dual_stack: bool = True, buffer_size: int | None = DEFAULT_SOCKET_BUFFER
+        self,
+        *,
+        dual_stack: bool = True,
+        buffer_size: int | None = DEFAULT_SOCKET_BUFFER,
+        gso: bool = True,
+        gro: bool = True,
     ) -> None:
         self.dual_stack = dual_stack
         self.buffer_size = buffer_size
+        self.gso = gso
+        self.gro = gro
 
     def bind(self, address: Address) -> UDPTransport:
         """Bind a UDP socket to ``(ip, port)`` (or an IPv6 4-tuple); port 0 picks a free one.
@@ -176,7 +390,7 @@ class UDPNetwork:
                 _try_setsockopt(sock, socket.SOL_SOCKET, socket.SO_RCVBUF, self.buffer_size)
                 _try_setsockopt(sock, socket.SOL_SOCKET, socket.SO_SNDBUF, self.buffer_size)
             sock.bind(sockaddr)
-            return UDPTransport(sock)
+            return UDPTransport(sock, gso=self.gso, gro=self.gro)
         except OSError as exc:
             sock.close()
             reason = exc.strerror or str(exc)
@@ -191,6 +405,43 @@ class UDPNetwork:
 def _try_setsockopt(sock: socket.socket, level: int, option: int, value: int) -> None:
     with contextlib.suppress(OSError):
         sock.setsockopt(level, option, value)
+
+
+def _is_udp(sock: socket.socket) -> bool:
+    return (
+        _LINUX
+        and sock.type == socket.SOCK_DGRAM
+        and sock.family in (socket.AF_INET, socket.AF_INET6)
+        and sock.proto in (0, socket.IPPROTO_UDP)
+    )
+
+
+def _probe_gso(sock: socket.socket) -> int:
+    """The largest GSO segment to try on ``sock``: 65535 if the kernel knows ``UDP_SEGMENT``.
+
+    A kernel without it (before Linux 4.18) would ignore the control message and send
+    one big datagram, so it is asked first.
+    """
+    if not _is_udp(sock):
+        return 0
+    try:
+        sock.getsockopt(_SOL_UDP, _UDP_SEGMENT)
+    except OSError as exc:
+        log.debug("no UDP GSO on this system (%s): one datagram per send", exc.strerror or exc)
+        return 0
+    return _GSO_MAX_LIMIT
+
+
+def _enable_gro(sock: socket.socket) -> bool:
+    """Turn ``UDP_GRO`` on (Linux 5.0+); ``False`` where the kernel refuses."""
+    if not _is_udp(sock) or not _GRO_CMSG_SPACE:
+        return False
+    try:
+        sock.setsockopt(_SOL_UDP, _UDP_GRO, 1)
+    except OSError as exc:
+        log.debug("no UDP GRO on this system (%s): one datagram per receive", exc.strerror or exc)
+        return False
+    return True
 
 
 def address_family(host: str) -> socket.AddressFamily:
@@ -289,3 +540,5 @@ async def resolve_address(destination: str | tuple[str, int], family: int) -> Ad
 if TYPE_CHECKING:
     _network: DatagramNetwork = UDPNetwork()
     _transport: DatagramTransport = _network.bind(("127.0.0.1", 0))
+    _sender: SegmentSender = UDPNetwork().bind(("127.0.0.1", 0))
+    _receiver: SegmentReceiver = UDPNetwork().bind(("127.0.0.1", 0))

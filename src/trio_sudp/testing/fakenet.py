@@ -47,7 +47,7 @@ import errno
 import heapq
 import itertools
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from math import inf
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -55,10 +55,10 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import attrs
 import trio
 
-from trio_sudp.runtime.transport import Address
+from trio_sudp.runtime.transport import MAX_SEGMENT_BYTES, MAX_SEGMENTS, Address
 
 if TYPE_CHECKING:
-    from trio_sudp.runtime.transport import DatagramNetwork, DatagramTransport
+    from trio_sudp.runtime.transport import DatagramNetwork, DatagramTransport, SegmentSender
 
 __all__ = [
     "Capture",
@@ -355,6 +355,33 @@ class FakeTransport:
             data = bytes(data)
         self._sent += 1
         self._network._transmit(self._public_address, address, data)
+
+    @property
+    def max_segment_size(self) -> int:
+        """The largest datagram :meth:`send_segments_nowait` takes (any SUDP datagram)."""
+        return 0xFFFF
+
+    def send_segments_nowait(self, datagrams: Sequence[bytes], address: Address) -> None:
+        """Send several datagrams to one address at once, as UDP GSO would: all or none.
+
+        Raise ``BlockingIOError`` if not writable, and ``ValueError`` when the batch
+        breaks the rules of ``SegmentSender`` (sizes, count): a bug of the caller.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("fake transport was closed")
+        size = len(datagrams[0])
+        last = len(datagrams[-1])
+        if (
+            len(datagrams) > MAX_SEGMENTS
+            or sum(map(len, datagrams)) > MAX_SEGMENT_BYTES
+            or not 0 < last <= size
+            or any(len(data) != size for data in datagrams[:-1])
+        ):
+            raise ValueError("a batch of datagrams that UDP GSO could not send")
+        if not self._writable:
+            raise BlockingIOError(errno.EAGAIN, "fake transport is not writable")
+        for data in datagrams:
+            self.send_nowait(data, address)
 
     async def wait_readable(self) -> None:
         """Sleep until a datagram is ready (or the transport closes)."""
@@ -832,3 +859,4 @@ def _host_list(hosts: Hosts) -> list[str]:
 if TYPE_CHECKING:
     _network: DatagramNetwork = FakeNetwork()
     _transport: DatagramTransport = _network.bind(("10.0.0.1", 0))
+    _sender: SegmentSender = FakeNetwork().bind(("10.0.0.1", 0))

@@ -55,6 +55,9 @@ class VpnClient:
         self._source_v6 = next((a.ip.packed for a in spec.addresses if a.version == 6), None)
         client.on_payload = self.from_server
         io.handler = self.from_tun
+        endpoint = client.endpoint
+        io.before_batch = endpoint.begin_batch
+        io.after_batch = endpoint.end_batch
 
     def from_tun(self, packet: bytes, now: float) -> None:
         """The kernel routed ``packet`` into the tunnel: send it to the server."""

@@ -6,6 +6,10 @@ a wakeup is handed synchronously to the handler, one checkpoint per batch, and
 ``wait_readable`` only when the device is empty. Writes go straight to the device;
 if it would block, packets wait in a bounded backlog drained by a writer task, and
 a full backlog drops (counted) instead of stalling the UDP task.
+
+``before_batch`` / ``after_batch`` bracket every batch of reads: the VPN hooks the UDP
+task's ``begin_batch`` / ``end_batch`` there, so that the datagrams one batch produces
+leave together (UDP GSO: one system call for many).
 """
 
 from __future__ import annotations
@@ -52,6 +56,10 @@ class DeviceIO:
         self.device = device
         #: Called with every packet read, and the time of its batch.
         self.handler = handler
+        #: Called before / after each batch of packets read (the VPN collects the
+        #: datagrams of a batch and sends them together: ``Endpoint.begin_batch``).
+        self.before_batch: Callable[[], None] | None = None
+        self.after_batch: Callable[[], None] | None = None
         self.stats = DeviceStats()
         self._backlog = WriteBacklog(
             device.write_nowait,
@@ -108,6 +116,9 @@ class DeviceIO:
             now = current_time()
             count = 0
             size = 0
+            before, after = self.before_batch, self.after_batch
+            if before is not None:
+                before()
             try:
                 while count < READ_BATCH:
                     try:
@@ -125,6 +136,9 @@ class DeviceIO:
                         log.exception("internal error handling a packet from the tunnel device")
             except trio.ClosedResourceError:
                 return
+            finally:
+                if after is not None:
+                    after()
             stats.rx_packets += count
             stats.rx_bytes += size
             try:

@@ -78,6 +78,9 @@ class VpnServer:
         self._kernel_routes: set[IPNetwork] = set() if spec is None else set(_kernel_routes(spec))
         server.on_payload = self.from_peer
         io.handler = self.from_tun
+        endpoint = server.endpoint
+        io.before_batch = endpoint.begin_batch
+        io.after_batch = endpoint.end_batch
 
     def from_peer(self, runner: PeerRunner, packet: bytes) -> None:
         """A client sent ``packet``: deliver it locally, relay it, or drop it."""
