@@ -249,7 +249,7 @@ def test_cli_made_configs_reload_adds_a_client_while_another_pings(tmp_path: Pat
             tmp_path / "server.sock",
             [tmp_path / "one.sock", tmp_path / "two.sock"],
         )
-        start_server(topo, configs, tmp_path)
+        server = start_server(topo, configs, tmp_path)
         start_client(topo, configs, tmp_path, 1, node=1)
         peer = show(configs.server_socket)["peers"][0]
         assert peer["state"] == "established"
@@ -276,6 +276,20 @@ def test_cli_made_configs_reload_adds_a_client_while_another_pings(tmp_path: Pat
         start_client(topo, configs, tmp_path, 2, node=2)
         assert ping(topo[2], "10.0.0.1")
         assert ping(topo[2], "10.0.0.2")
+
+        # SIGHUP does the same: client one is removed from the file and then gone.
+        text = configs.server.read_text()
+        first, rest = text.split("[[peer]]", 1)
+        configs.server.write_text(first + "[[peer]]" + rest.split("[[peer]]", 1)[1])
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda: [p["vaddr"] for p in show(configs.server_socket)["peers"]] == [2],
+            10,
+            "the reload on SIGHUP",
+        )
+        assert "reloaded: 0 added, 1 removed" in server.text()
+        assert not ping(topo[1], "10.0.0.1", count=2)
+        assert ping(topo[2], "10.0.0.1")
 
 
 def test_ipv6_inside_and_outside_the_tunnel(tmp_path: Path) -> None:
