@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_runtime.py [--quick] [--only echo,overhead,memory,handshakes]
 
-Four measurements, each printed as a table (see bench/RESULTS-runtime.md):
+Four measurements, each printed as a table (results in bench/RESULTS.md):
 
 echo
     1400-byte packets echoed over 127.0.0.1 through the library API, beside a plain

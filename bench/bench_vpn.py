@@ -36,7 +36,7 @@ for quiet (``--wait-quiet``, 300 s in all by default) and repeats that measureme
 what stayed disturbed is said in the report.
 
 Everything is printed as one table with ratios to wireguard-go and appended with the
-date, the command and the machine to ``bench/RESULTS-vpn.md`` (``--no-append`` to
+date, the command and the machine to ``bench/RESULTS.md`` (``--no-append`` to
 skip). Namespaces, processes and temporary files are always removed, on errors and
 on Ctrl-C or SIGTERM too; ``--keep-logs`` keeps the daemons' logs.
 """
@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "RESULTS-vpn.md"
+RESULTS = HERE / "RESULTS.md"
 PREFIX = "sudpbench-"
 
 #: The veth link between the namespaces (the tunnels' outer network).
@@ -1076,7 +1076,7 @@ def machine() -> str:
 def report(results: list[Result], args: argparse.Namespace, command: str) -> str:
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     lines = [
-        f"## {now}: trio-sudp vs wireguard-go",
+        f"### {now}: trio-sudp vs wireguard-go",
         "",
         f"Command: `{command}`",
         "",
@@ -1305,7 +1305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         new = not RESULTS.exists()
         with RESULTS.open("a") as f:
             if new:
-                f.write("# trio-sudp vs wireguard-go (bench/bench_vpn.py)\n\n")
+                f.write("## VPN: trio-sudp vs wireguard-go (bench/bench_vpn.py)\n\n")
             f.write(text + "\n")
         print(f"appended to {RESULTS}")
     return 1 if any(r.error for r in results) else 0
