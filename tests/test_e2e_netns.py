@@ -313,6 +313,8 @@ def test_ipv6_inside_and_outside_the_tunnel(tmp_path: Path) -> None:
         assert ping(topo[1], "fd00:5d::1")
         assert ping(topo[1], "10.0.0.1")
         assert ping(topo[0], "fd00:5d::2")
-        (peer,) = show(configs.server_socket)["peers"]
-        assert peer["endpoint"].startswith(f"{topo[1].addr6(0)}:")
+        status = show(configs.server_socket)
+        assert status["listen"] == "[::]:7000"
+        (peer,) = status["peers"]
+        assert peer["endpoint"].startswith(f"[{topo[1].addr6(0)}]:")
         assert "fd00:5d::2/128" in peer["addresses"]

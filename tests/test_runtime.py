@@ -391,3 +391,26 @@ async def test_add_and_remove_peers_while_running(
                     with pytest.raises(ConfigError):
                         server.add_peer(client_peer(1, setup.version))
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "shown"),
+    [
+        (("192.0.2.7", 7000), "192.0.2.7:7000"),
+        (("2001:db8::7", 7000, 0, 0), "[2001:db8::7]:7000"),
+        (None, None),
+    ],
+)
+def test_peer_statistics_as_json_formats_the_endpoint(
+    endpoint: tuple[str, int] | None, shown: str | None
+) -> None:
+    from trio_sudp.runtime.peer import PeerStatistics
+
+    stats = PeerStatistics(
+        vaddr=2, version=3, state="established", endpoint=endpoint, current_epoch=1,
+        last_handshake_age=0.5, rx_packets=1, rx_bytes=2, tx_packets=3, tx_bytes=4,
+        handshakes=1, drops={"stale": 1}, public_key="ab:cd",
+    )  # fmt: skip
+    data = stats.as_json()
+    assert data["endpoint"] == shown
+    assert data["drops"] == {"stale": 1} and data["vaddr"] == 2

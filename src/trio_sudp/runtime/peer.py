@@ -25,7 +25,7 @@ import trio
 from ..protocol import events as ev
 from ..protocol.session import Session
 from .endpoint import Endpoint
-from .transport import Address
+from .transport import Address, format_address
 
 __all__ = ["PeerRunner", "PeerStatistics", "Timer"]
 
@@ -56,10 +56,10 @@ class PeerStatistics:
     public_key: str
 
     def as_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (the endpoint as ``"host:port"``)."""
+        """A JSON-ready dict (the endpoint as ``"host:port"`` or ``"[v6]:port"``)."""
         data = attrs.asdict(self)
         endpoint = self.endpoint
-        data["endpoint"] = None if endpoint is None else f"{endpoint[0]}:{endpoint[1]}"
+        data["endpoint"] = None if endpoint is None else format_address(endpoint)
         return data
 
 

@@ -127,3 +127,11 @@ def split_segments(buffer: bytes, segment_size: int) -> list[bytes]:
     """
     take = segment_size if segment_size <= RECV_SIZE else RECV_SIZE
     return [buffer[i : i + take] for i in range(0, len(buffer), segment_size)]
+
+
+def format_address(address: Address) -> str:
+    """``"1.2.3.4:5"`` or ``"[::1]:5"`` for logs and error messages."""
+    host, port = address[0], address[1]
+    if isinstance(host, str) and ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"

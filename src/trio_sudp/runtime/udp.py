@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from trio_sudp.runtime.transport import RECV_SIZE, Address, split_segments
+from trio_sudp.runtime.transport import RECV_SIZE, Address, format_address, split_segments
 
 if TYPE_CHECKING:
     from trio_sudp.runtime.transport import (
@@ -458,14 +458,6 @@ def address_family(host: str) -> socket.AddressFamily:
             errno.EINVAL, f"bind address must be a numeric IP address, got {host!r}"
         ) from None
     return socket.AF_INET if ip.version == 4 else socket.AF_INET6
-
-
-def format_address(address: Address) -> str:
-    """``"1.2.3.4:5"`` or ``"[::1]:5"`` for logs and error messages."""
-    host, port = address[0], address[1]
-    if isinstance(host, str) and ":" in host:
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
 
 
 def parse_host_port(text: str) -> tuple[str, int]:

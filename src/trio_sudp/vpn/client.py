@@ -21,7 +21,7 @@ from ..runtime.transport import DatagramNetwork
 from ..tun import open_tun
 from ..tun.base import PacketDevice
 from ..tun.netconfig import NetBackend, configure_interface
-from .device import DeviceIO
+from .device import DeviceIO, io_drops
 from .mtu import default_tunnel_mtu, too_big_reply
 from .spec import ClientSpec, IPNetwork
 
@@ -84,18 +84,7 @@ class VpnClient:
         peer = client.statistics().as_json()
         peer["name"] = "server"
         peer["endpoint"] = self.spec.endpoint
-        io = self.io.stats
-        udp = client.endpoint_statistics()
-        drops = dict(self.drops)
-        for name, count in (
-            ("tun_backlog_full", io.tx_backlog_drops),
-            ("tun_write_error", io.tx_errors),
-            ("udp_backlog_full", udp.tx_backlog_drops),
-            ("udp_send_error", udp.tx_errors),
-            ("internal_error", io.internal_errors + udp.internal_errors),
-        ):
-            if count:
-                drops[name] = count
+        drops = io_drops(self.drops, self.io.stats, client.endpoint_statistics())
         return {
             "role": "client",
             "interface": self.interface_name,

@@ -15,15 +15,16 @@ leave together (UDP GSO: one system call for many).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import attrs
 import trio
 
 from ..runtime.backlog import WriteBacklog
+from ..runtime.endpoint import EndpointStats
 from ..tun.base import PacketDevice
 
-__all__ = ["DeviceIO", "DeviceStats"]
+__all__ = ["DeviceIO", "DeviceStats", "io_drops"]
 
 log = logging.getLogger("trio_sudp")
 
@@ -148,3 +149,18 @@ class DeviceIO:
                     await device.wait_readable()
             except trio.ClosedResourceError:
                 return
+
+
+def io_drops(drops: Mapping[str, int], device: DeviceStats, udp: EndpointStats) -> dict[str, int]:
+    """``drops`` plus the TUN and UDP tasks' non-zero drop counters, by reason name."""
+    merged = dict(drops)
+    for name, count in (
+        ("tun_backlog_full", device.tx_backlog_drops),
+        ("tun_write_error", device.tx_errors),
+        ("udp_backlog_full", udp.tx_backlog_drops),
+        ("udp_send_error", udp.tx_errors),
+        ("internal_error", device.internal_errors + udp.internal_errors),
+    ):
+        if count:
+            merged[name] = count
+    return merged

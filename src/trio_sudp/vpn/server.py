@@ -22,11 +22,11 @@ from ..protocol.errors import LocalProtocolError
 from ..protocol.peers import LocalIdentity
 from ..runtime.peer import PeerRunner
 from ..runtime.server import SUDPServer, open_server
-from ..runtime.transport import DatagramNetwork
+from ..runtime.transport import DatagramNetwork, format_address
 from ..tun import open_tun
 from ..tun.base import PacketDevice
 from ..tun.netconfig import InterfaceConfig, NetBackend, Route, configure_interface
-from .device import DeviceIO
+from .device import DeviceIO, io_drops
 from .mtu import default_tunnel_mtu
 from .routing import LOCAL, RouteDrop, RouteTable
 from .spec import ClientEntry, IPNetwork, ServerSpec
@@ -127,25 +127,13 @@ class VpnServer:
             peer["name"] = None if entry is None else entry.name
             peer["addresses"] = [] if entry is None else [str(p) for p in _prefixes(entry)]
             peers.append(peer)
-        io = self.io.stats
-        udp = self.server.endpoint_statistics()
-        drops = dict(self.drops)
-        for name, count in (
-            ("tun_backlog_full", io.tx_backlog_drops),
-            ("tun_write_error", io.tx_errors),
-            ("udp_backlog_full", udp.tx_backlog_drops),
-            ("udp_send_error", udp.tx_errors),
-            ("internal_error", io.internal_errors + udp.internal_errors),
-        ):
-            if count:
-                drops[name] = count
+        drops = io_drops(self.drops, self.io.stats, self.server.endpoint_statistics())
         for reason, count in self.server.core.drops.items():
             drops[reason.value] = count
-        host, port = self.server.local_address[:2]
         return {
             "role": "server",
             "interface": self.interface.name if self.interface else None,
-            "listen": f"{host}:{port}",
+            "listen": format_address(self.server.local_address),
             "public_key": self.server.core.local.private_key.public_key.fingerprint(),
             "tunnel": [str(a) for a in self.table.local],
             "mtu": self.table.mtu,
