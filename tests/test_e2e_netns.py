@@ -39,6 +39,23 @@ VERSIONS = [pytest.param(2, id="v2"), pytest.param(3, id="v3")]
 TRANSFER_MB = 50
 
 
+def tcp_transfer(
+    topo: Topology, tmp_path: Path, *, receiver: int, sender: int, address: str, mb: int
+) -> None:
+    """Send ``mb`` MiB over TCP from node ``sender`` to ``address`` on ``receiver``; compare."""
+    receiver_out = tmp_path / "receiver.out"
+    with receiver_out.open("w") as out:
+        process = topo.spawn(receiver, [sys.executable, "-c", TCP_RECEIVER, address], stdout=out)
+    wait_for(lambda: "ready" in receiver_out.read_text(), 10, "the TCP receiver")
+    sent = run_in(
+        topo[sender], [sys.executable, "-c", TCP_SENDER, address, str(mb)], timeout=120
+    ).stdout.split()[:2]
+    process.wait(timeout=60)
+    received = receiver_out.read_text().split()[1:]
+    assert sent == received
+    assert int(sent[0]) == mb * 1024 * 1024
+
+
 def no_tunnel_left(topo: Topology, node: int, before: list[str]) -> None:
     assert not [name for name in links(topo[node]) if name.startswith("sudp")]
     assert routes(topo[node]) == before
@@ -55,23 +72,17 @@ def test_ping_both_ways_and_a_50_mb_transfer(version: int, tmp_path: Path) -> No
         assert ping(topo[1], "10.0.0.1")
         assert ping(topo[0], "10.0.0.2")
 
-        receiver_out = tmp_path / "receiver.out"
-        with receiver_out.open("w") as out:
-            receiver = topo.spawn(0, [sys.executable, "-c", TCP_RECEIVER, "10.0.0.1"], stdout=out)
-        wait_for(lambda: "ready" in receiver_out.read_text(), 10, "the TCP receiver")
-        sent = run_in(
-            topo[1], [sys.executable, "-c", TCP_SENDER, "10.0.0.1", str(TRANSFER_MB)], timeout=120
-        ).stdout.split()[:2]
-        receiver.wait(timeout=60)
-        received = receiver_out.read_text().split()[1:]
-        assert sent == received
-        assert int(sent[0]) == TRANSFER_MB * 1024 * 1024
+        tcp_transfer(topo, tmp_path, receiver=0, sender=1, address="10.0.0.1", mb=TRANSFER_MB)
 
         status = show(configs.server_socket)
         (peer,) = status["peers"]
         assert peer["state"] == "established"
         assert peer["version"] == version
         assert peer["rx_bytes"] > TRANSFER_MB * 1024 * 1024
+        # The transfer's segments reached the server's TUN merged (GSO writes).
+        assert status["device"]["offload"] is True
+        assert status["device"]["tx_gso_writes"] > 0
+        assert status["device"]["tx_packets"] >= peer["rx_packets"] - 10
         assert show(configs.client_sockets[0])["peers"][0]["state"] == "established"
 
         assert client.stop() == 0
@@ -318,3 +329,8 @@ def test_ipv6_inside_and_outside_the_tunnel(tmp_path: Path) -> None:
         (peer,) = status["peers"]
         assert peer["endpoint"].startswith(f"[{topo[1].addr6(0)}]:")
         assert "fd00:5d::2/128" in peer["addresses"]
+        # TCP over IPv6 from the server to the client: the client's TUN gets the
+        # segments merged into IPv6 GSO writes.
+        tcp_transfer(topo, tmp_path, receiver=1, sender=0, address="fd00:5d::2", mb=20)
+        device = show(tmp_path / "client.sock")["device"]
+        assert device["offload"] is True and device["tx_gso_writes"] > 0

@@ -31,9 +31,11 @@ from netns import (
     scenario_main,
     wait_until,
 )
+from trio_sudp.testing.packets import TCP_ACK, tcp_segment
 from trio_sudp.tun import TunError, open_tun
 from trio_sudp.tun.linux import LinuxTun, check_ifname
 from trio_sudp.tun.netconfig import configure_interface
+from trio_sudp.vpn.coalesce import PLAIN_HEADER, coalesce
 
 __all__ = ["netns1"]  # the fixture, imported for pytest
 
@@ -123,6 +125,7 @@ def _matches(packet: bytes, wanted: object) -> bool:
 # --- scenarios, run inside a namespace ------------------------------------------
 
 V4_LOCAL, V4_PEER = "10.201.0.1", "10.201.0.2"
+SYN = 0x02
 V6_LOCAL, V6_PEER = "fd00:201::1", "fd00:201::2"
 
 
@@ -223,6 +226,56 @@ async def scenario_drain_batch() -> None:
             assert received == list(range(count))
 
 
+async def scenario_gso_write_reaches_a_tcp_socket() -> None:
+    """With IFF_VNET_HDR, segments merged by ``coalesce`` are one write the kernel's TCP takes.
+
+    The test plays the TCP peer by hand through the TUN: SYN in, SYN-ACK out, ACK in,
+    then 20 data segments that ``coalesce`` merges into one GSO write; a kernel socket
+    receives the bytes, and its ACK (read from the TUN) acknowledges all of them.
+    """
+    with trio.fail_after(30), LinuxTun.open("sudp%d", vnet_header=True) as tun:
+        assert tun.vnet_header
+        addresses = [f"{V4_LOCAL}/24", f"{V6_LOCAL}/64"]
+        async with configure_interface(tun.name, addresses=addresses):
+            for local, peer, family in (
+                (V4_LOCAL, V4_PEER, socket.AF_INET),
+                (V6_LOCAL, V6_PEER, socket.AF_INET6),
+            ):
+                listener = trio.socket.socket(family, socket.SOCK_STREAM)
+                await listener.bind((local, 0))
+                listener.listen(1)
+                port = listener.getsockname()[1]
+                mss = b"\x02\x04\x05\x00"  # MSS 1280
+                tun.write_nowait(
+                    tcp_segment(peer, local, seq=999, ack=0, flags=SYN, dport=port, options=mss)
+                )
+                syn_ack = await read_matching(tun, (local, peer, 6))
+                tcp = parse(syn_ack)[3]
+                assert tcp[13] == SYN | TCP_ACK
+                their_seq = struct.unpack("!I", tcp[4:8])[0] + 1
+                fields = {"ack": their_seq, "dport": port, "window": 4000}
+                tun.write_nowait(tcp_segment(peer, local, seq=1000, **fields))
+                conn, _ = await listener.accept()
+                data = os.urandom(20 * 1200)
+                segments = [
+                    tcp_segment(peer, local, data[i : i + 1200], seq=1000 + i, ident=i, **fields)
+                    for i in range(0, len(data), 1200)
+                ]
+                (write,) = coalesce(segments)
+                assert write[0] != PLAIN_HEADER
+                tun.write_vectored_nowait(write)
+                received = b""
+                while len(received) < len(data):
+                    received += await conn.recv(65536)
+                assert received == data
+                while True:  # the kernel acknowledges everything
+                    tcp = parse(await read_matching(tun, (local, peer, 6)))[3]
+                    if struct.unpack("!I", tcp[8:12])[0] == 1000 + len(data):
+                        break
+                conn.close()
+                listener.close()
+
+
 async def scenario_close() -> None:
     """close() wakes a waiting reader with ClosedResourceError and deletes the interface."""
     with trio.fail_after(30):
@@ -289,6 +342,7 @@ async def scenario_errors() -> None:
         "scenario_tun_to_kernel",
         "scenario_icmp_echo",
         "scenario_drain_batch",
+        "scenario_gso_write_reaches_a_tcp_socket",
         "scenario_close",
         "scenario_errors",
     ],

@@ -30,7 +30,7 @@ TRANSFER_MB = 20
 #: A TCP receiver: prints "ready", then the byte count and SHA-256 of what it got.
 TCP_RECEIVER = """
 import hashlib, socket, sys
-s = socket.socket()
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], 5001))
 s.listen(1)

@@ -62,6 +62,12 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"  listening on: {status['listen']}")
     lines.append(f"  public key: {status['public_key']}")
     lines.append(f"  tunnel: {', '.join(status.get('tunnel', []))} (MTU {status['mtu']})")
+    device = status.get("device")
+    if device:
+        merged = f", {device['tx_gso_writes']} GSO writes" if device.get("offload") else ""
+        lines.append(
+            f"  device: {device['rx_packets']} packets read, {device['tx_packets']} written{merged}"
+        )
     drops = _drops(status.get("drops", {}))
     if drops:
         lines.append(f"  drops: {drops}")

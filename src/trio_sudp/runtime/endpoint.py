@@ -103,7 +103,9 @@ class Endpoint:
         self.stats = EndpointStats()
         self._backlog: collections.deque[tuple[bytes, Address]] = collections.deque()
         self._writer_wakeup = trio.Event()
-        #: Called after each batch of received datagrams (e.g. to flush TUN writes).
+        #: Called before / after each batch of received datagrams, in the same
+        #: synchronous run (the VPN collects the TUN writes of a batch between them).
+        self.before_batch: Callable[[], None] | None = None
         self.after_batch: Callable[[], None] | None = None
         self._segments: SegmentSender | None = (
             cast("SegmentSender", transport) if hasattr(transport, "send_segments_nowait") else None
@@ -283,6 +285,9 @@ class Endpoint:
         while True:
             now = current_time()
             count = 0
+            before, after = self.before_batch, self.after_batch
+            if before is not None:
+                before()
             self.begin_batch()
             try:
                 while count < RECEIVE_BATCH:
@@ -305,9 +310,9 @@ class Endpoint:
                 return
             finally:
                 self.end_batch()
+                if after is not None:
+                    after()
             stats.rx_datagrams += count
-            if self.after_batch is not None:
-                self.after_batch()
             try:
                 if count == RECEIVE_BATCH:
                     await trio.lowlevel.checkpoint()
@@ -329,6 +334,9 @@ class Endpoint:
             now = current_time()
             count = 0
             coalesced = 0
+            before, after = self.before_batch, self.after_batch
+            if before is not None:
+                before()
             self.begin_batch()
             try:
                 while count < RECEIVE_BATCH:
@@ -360,10 +368,10 @@ class Endpoint:
                 return
             finally:
                 self.end_batch()
+                if after is not None:
+                    after()
             stats.rx_datagrams += count
             stats.rx_segment_receives += coalesced
-            if self.after_batch is not None:
-                self.after_batch()
             try:
                 if count >= RECEIVE_BATCH:
                     await trio.lowlevel.checkpoint()

@@ -1,4 +1,4 @@
-"""Tiny IP packet builders for tests and demos: IPv4 with ICMP echo or UDP payloads."""
+"""Tiny IP packet builders for tests and demos: ICMP echo, UDP, TCP segments."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import struct
 
 from ..vpn.packet import internet_checksum
 
-__all__ = ["echo_reply_for", "icmp_echo", "ipv4", "udp4"]
+__all__ = ["TCP_ACK", "echo_reply_for", "icmp_echo", "ipv4", "tcp_segment", "udp4"]
 
 ICMP = 1
+TCP = 6
 UDP = 17
+TCP_ACK = 0x10
 
 
 def ipv4(src: str, dst: str, payload: bytes = b"", *, proto: int = ICMP, df: bool = True) -> bytes:
@@ -52,3 +54,43 @@ def echo_reply_for(request: bytes) -> bytes:
 def udp4(src: str, dst: str, sport: int, dport: int, data: bytes) -> bytes:
     """An IPv4 UDP datagram (checksum 0, which IPv4 allows)."""
     return ipv4(src, dst, struct.pack(">HHHH", sport, dport, 8 + len(data), 0) + data, proto=UDP)
+
+
+def tcp_segment(
+    src: str,
+    dst: str,
+    payload: bytes = b"",
+    *,
+    seq: int,
+    sport: int = 40000,
+    dport: int = 5201,
+    ack: int = 7777,
+    flags: int = TCP_ACK,
+    window: int = 502,
+    ident: int = 1,
+    options: bytes = b"",
+    ttl: int = 64,
+) -> bytes:
+    """An IPv4 or IPv6 (by the addresses) TCP segment with valid checksums."""
+    source, destination = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    offset = (20 + len(options)) // 4
+    tcp = struct.pack(
+        "!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack, offset << 4, flags, window, 0, 0
+    )
+    tcp += options + payload
+    if source.version == 4:
+        pseudo = source.packed + destination.packed + struct.pack("!HH", TCP, len(tcp))
+    else:
+        pseudo = source.packed + destination.packed + struct.pack("!IxxxB", len(tcp), TCP)
+    tcp = tcp[:16] + struct.pack("!H", internet_checksum(pseudo + tcp)) + tcp[18:]
+    if source.version == 4:
+        header = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), ident & 0xFFFF, 0x4000, ttl, TCP, 0,
+            source.packed, destination.packed,
+        )  # fmt: skip
+        header = header[:10] + struct.pack("!H", internet_checksum(header)) + header[12:]
+    else:
+        header = struct.pack(
+            "!IHBB16s16s", 6 << 28, len(tcp), TCP, ttl, source.packed, destination.packed
+        )
+    return header + tcp

@@ -34,18 +34,20 @@ class TunDevice(PacketDevice, Protocol):
     ) -> None: ...
 
 
-def open_tun(name: str | None = None, *, mtu: int | None = None) -> TunDevice:
+def open_tun(name: str | None = None, *, mtu: int | None = None, offload: bool = True) -> TunDevice:
     """Open a tunnel device for this platform, non-blocking, ready for the TUN task.
 
     ``name`` is an interface name or a pattern such as ``"sudp%d"`` on Linux; macOS
     only accepts ``utunN``, and picks a free utun for ``None`` or a pattern. Raises
     :class:`TunError` with a one-line reason (no ``/dev/net/tun``, no privilege, name
-    in use...). Closing the device deletes the interface.
+    in use...). Closing the device deletes the interface. ``offload`` opens a Linux
+    TUN with ``IFF_VNET_HDR``, so that the TUN task can write many TCP segments of a
+    flow as one GSO packet (``vpn/coalesce.py``).
     """
     if sys.platform == "linux":
         from trio_sudp.tun.linux import LinuxTun
 
-        return LinuxTun.open(name, mtu=mtu)
+        return LinuxTun.open(name, mtu=mtu, vnet_header=offload)
     if sys.platform == "darwin":
         from trio_sudp.tun.darwin import DarwinUtun
 

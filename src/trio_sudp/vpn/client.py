@@ -58,6 +58,8 @@ class VpnClient:
         endpoint = client.endpoint
         io.before_batch = endpoint.begin_batch
         io.after_batch = endpoint.end_batch
+        endpoint.before_batch = io.begin_write_batch
+        endpoint.after_batch = io.end_write_batch
 
     def from_tun(self, packet: bytes, now: float) -> None:
         """The kernel routed ``packet`` into the tunnel: send it to the server."""
@@ -92,6 +94,7 @@ class VpnClient:
             "public_key": self.spec.private_key.public_key.fingerprint(),
             "tunnel": [str(a) for a in self.spec.addresses],
             "mtu": self.mtu,
+            "device": self.io.status(),
             "drops": drops,
             "peers": [peer],
         }

@@ -9,13 +9,18 @@ a full backlog drops (counted) instead of stalling the UDP task.
 
 ``before_batch`` / ``after_batch`` bracket every batch of reads: the VPN hooks the UDP
 task's ``begin_batch`` / ``end_batch`` there, so that the datagrams one batch produces
-leave together (UDP GSO: one system call for many).
+leave together (UDP GSO: one system call for many). The other way round, the UDP task
+brackets each batch of received datagrams with :meth:`DeviceIO.begin_write_batch` /
+:meth:`DeviceIO.end_write_batch`: on a device opened with a vnet header (Linux
+``IFF_VNET_HDR``) the packets of the batch are then written with TCP segments of one
+flow merged into GSO packets (``coalesce.py``), one write for up to 64 segments.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, cast
 
 import attrs
 import trio
@@ -23,6 +28,7 @@ import trio
 from ..runtime.backlog import WriteBacklog
 from ..runtime.endpoint import EndpointStats
 from ..tun.base import PacketDevice
+from .coalesce import Write, coalesce
 
 __all__ = ["DeviceIO", "DeviceStats", "io_drops"]
 
@@ -30,6 +36,23 @@ log = logging.getLogger("trio_sudp")
 
 READ_BATCH = 64
 BACKLOG_LIMIT = 1024
+#: Packets collected in one write batch at most before they are written anyway.
+WRITE_BATCH_LIMIT = 256
+
+
+class VectoredDevice(Protocol):
+    """A device that takes a packet as its parts, vnet header first (``LinuxTun``)."""
+
+    def write_vectored_nowait(self, buffers: Sequence[bytes | memoryview]) -> None: ...
+
+
+def _write_counts(write: Write) -> tuple[int, int]:
+    """Segments and bytes (as separate packets) of one ``coalesce`` write."""
+    if len(write) == 2:
+        return 1, len(write[1])
+    header = len(write[1])
+    segments = len(write) - 2
+    return segments, header * segments + sum(len(part) for part in write[2:])
 
 
 @attrs.define
@@ -40,6 +63,8 @@ class DeviceStats:
     rx_bytes: int = 0
     tx_packets: int = 0
     tx_bytes: int = 0
+    #: Writes that carried several TCP segments as one GSO packet.
+    tx_gso_writes: int = 0
     #: Packets dropped because the device and the backlog were full.
     tx_backlog_drops: int = 0
     #: Packets the kernel refused (not a valid IP packet, ...).
@@ -62,24 +87,89 @@ class DeviceIO:
         self.before_batch: Callable[[], None] | None = None
         self.after_batch: Callable[[], None] | None = None
         self.stats = DeviceStats()
-        self._backlog = WriteBacklog(
-            device.write_nowait,
+        self._vectored: VectoredDevice | None = (
+            cast("VectoredDevice", device) if getattr(device, "vnet_header", False) else None
+        )
+        # Between begin_write_batch and end_write_batch: the packets to write.
+        self._batch: list[bytes] | None = None
+        self._backlog: WriteBacklog[bytes | Write] = WriteBacklog(
+            self._write_item,
             device.wait_writable,
             limit=BACKLOG_LIMIT,
             on_written=self._written,
             on_error=self._refused,
         )
 
-    def _written(self, packet: bytes) -> None:
-        self.stats.tx_packets += 1
-        self.stats.tx_bytes += len(packet)
+    def _write_item(self, item: bytes | Write) -> None:
+        if isinstance(item, bytes):
+            self.device.write_nowait(item)
+        else:
+            assert self._vectored is not None
+            self._vectored.write_vectored_nowait(item)
 
-    def _refused(self, packet: bytes, exc: OSError) -> None:
-        self.stats.tx_errors += 1
-        log.debug("the kernel refused a packet of %d bytes: %s", len(packet), exc)
+    def _written(self, item: bytes | Write) -> None:
+        packets, size = (1, len(item)) if isinstance(item, bytes) else _write_counts(item)
+        stats = self.stats
+        stats.tx_packets += packets
+        stats.tx_bytes += size
+        if packets > 1:
+            stats.tx_gso_writes += 1
+
+    def status(self) -> dict[str, object]:
+        """The counters, for ``trio-sudp show``, and whether GSO writes are on."""
+        return {"offload": self._vectored is not None, **attrs.asdict(self.stats)}
+
+    def _refused(self, item: bytes | Write, exc: OSError) -> None:
+        packets, size = (1, len(item)) if isinstance(item, bytes) else _write_counts(item)
+        self.stats.tx_errors += packets
+        log.debug("the kernel refused %d packet(s), %d bytes: %s", packets, size, exc)
+
+    def begin_write_batch(self) -> None:
+        """Collect what :meth:`write` is given until :meth:`end_write_batch`.
+
+        Only on a vnet-header device (elsewhere packets are written at once); the
+        batch must end in the same synchronous run that began it.
+        """
+        if self._vectored is not None:
+            self._batch = []
+
+    def end_write_batch(self) -> None:
+        """Write the packets collected since :meth:`begin_write_batch`, merged."""
+        batch, self._batch = self._batch, None
+        if not batch:
+            return
+        if len(batch) == 1:
+            self.write(batch[0])
+            return
+        vectored = self._vectored
+        assert vectored is not None
+        stats = self.stats
+        for write in coalesce(batch):
+            if self._backlog:
+                if not self._backlog.push(write):
+                    stats.tx_backlog_drops += _write_counts(write)[0]
+                continue
+            try:
+                vectored.write_vectored_nowait(write)
+            except BlockingIOError:
+                if not self._backlog.push(write):
+                    stats.tx_backlog_drops += _write_counts(write)[0]
+            except trio.ClosedResourceError:
+                return
+            except OSError as exc:
+                self._refused(write, exc)
+            else:
+                self._written(write)
 
     def write(self, packet: bytes) -> None:
         """Write a packet to the device now, or queue it (bounded) for the writer."""
+        batch = self._batch
+        if batch is not None:
+            batch.append(packet)
+            if len(batch) >= WRITE_BATCH_LIMIT:
+                self.end_write_batch()
+                self._batch = []
+            return
         if not self._backlog:
             try:
                 self.device.write_nowait(packet)

@@ -81,6 +81,8 @@ class VpnServer:
         endpoint = server.endpoint
         io.before_batch = endpoint.begin_batch
         io.after_batch = endpoint.end_batch
+        endpoint.before_batch = io.begin_write_batch
+        endpoint.after_batch = io.end_write_batch
 
     def from_peer(self, runner: PeerRunner, packet: bytes) -> None:
         """A client sent ``packet``: deliver it locally, relay it, or drop it."""
@@ -137,6 +139,7 @@ class VpnServer:
             "public_key": self.server.core.local.private_key.public_key.fingerprint(),
             "tunnel": [str(a) for a in self.table.local],
             "mtu": self.table.mtu,
+            "device": self.io.status(),
             "drops": drops,
             "peers": peers,
         }
