@@ -1321,8 +1321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_append:
         new = not RESULTS.exists()
         with RESULTS.open("a") as f:
-            if new:
-                f.write("## VPN: trio-sudp vs wireguard-go (bench/bench_vpn.py)\n\n")
+            f.write("## VPN: trio-sudp vs wireguard-go (bench/bench_vpn.py)\n\n" if new else "\n")
             f.write(text + "\n")
         print(f"appended to {RESULTS}")
     return 1 if any(r.error for r in results) else 0
