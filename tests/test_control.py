@@ -126,6 +126,7 @@ def test_format_status_reads_like_wg_show() -> None:
             "public_key": "abcd",
             "tunnel": ["10.0.0.1/24"],
             "mtu": 1400,
+            "device": {"offload": True, "rx_packets": 12, "tx_packets": 2000, "tx_gso_writes": 50},
             "drops": {"unknown_peer": 2},
             "peers": [
                 {
@@ -155,3 +156,4 @@ def test_format_status_reads_like_wg_show() -> None:
     assert "drops: replay 1" in text
     assert "spoofed_source" not in text
     assert "drops: unknown_peer 2" in text
+    assert "device: 12 packets read, 2000 written, 50 GSO writes" in text
