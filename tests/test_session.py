@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from pair import CLIENT_ADDR, SERVER_ADDR, Pair
@@ -505,14 +507,16 @@ def test_server_restart_detected_by_no_session_hint_within_3_seconds(version: Ve
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_go_like_server_restart_detected_by_silence_rule(version: Version) -> None:
+def test_go_like_server_restart_detected_by_silence_rule(
+    version: Version, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A restarted Go server acks KeepAlives without any hint: the silence rule recovers."""
     pair = Pair(version)
     pair.connect()
     pair.restart_server()
     # Make the new server behave like Go: strip nothing, but hide the hint by answering
     # KeepAlives for unknown epochs as Go does (plain KeepAliveAck).
-    go_like_acks(pair)
+    go_like_acks(pair, monkeypatch)
     lost_at = pair.now
     delivered = len(pair.to_server)
     for _ in range(40):
@@ -524,15 +528,18 @@ def test_go_like_server_restart_detected_by_silence_rule(version: Version) -> No
     assert any("no reply" in e.reason for e in pair.events_of("client", SessionLost))
 
 
-def go_like_acks(pair: Pair) -> None:
+def go_like_acks(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
     """Patch the server session so that it never sets the NoSession hint (as Go)."""
     session = pair.server
-    original = session._control
+    cls = type(session)
+    original = cls._control
 
-    def control(epoch: int, flags: ControlFlag, address: object, data: int = 0) -> None:
-        original(epoch, flags & ~ControlFlag.NO_SESSION, address, data)
+    def control(self: Any, epoch: int, flags: ControlFlag, address: object, data: int = 0) -> None:
+        if self is session:
+            flags &= ~ControlFlag.NO_SESSION
+        original(self, epoch, flags, address, data)
 
-    session._control = control  # type: ignore[method-assign]
+    monkeypatch.setattr(cls, "_control", control)
 
 
 def test_rekey_every_30_seconds_by_default() -> None:

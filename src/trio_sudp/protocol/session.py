@@ -193,6 +193,70 @@ class _SignatureMemory:
 class Session:
     """What clients and server-side peer sessions share: keys, time checks, data path."""
 
+    # Slots: a server holds one session per configured client (an instance dict
+    # would cost ~1.2 KB each). The subclasses' attributes are here too.
+    __slots__ = (
+        "_attempt",
+        "_blake",
+        "_closed",
+        "_connected",
+        "_data_kind",
+        "_ever_connected",
+        "_failed",
+        "_failures",
+        "_first_epoch",
+        "_fixed_source",
+        "_fresh_us",
+        "_future_limit",
+        "_future_us",
+        "_last_data_received_at",
+        "_last_data_sent_at",
+        "_last_detail",
+        "_last_epoch",
+        "_last_problem",
+        "_last_reason",
+        "_max_payload",
+        "_max_skew_us",
+        "_next_keepalive",
+        "_ns_per_unit",
+        "_overhead",
+        "_own_vaddr",
+        "_peer_vaddr",
+        "_previous_until",
+        "_private_key",
+        "_reconnect_at",
+        "_retries",
+        "_rx_route",
+        "_signatures",
+        "_silence_watched",
+        "_started",
+        "_tag_len",
+        "_tagger",
+        "_time_ns",
+        "_timeout",
+        "_tolerant",
+        "_tx_route",
+        "_unanswered_since",
+        "_unit",
+        "_wall",
+        "clock",
+        "endpoint",
+        "epochs",
+        "events",
+        "last_handshake_at",
+        "last_received_at",
+        "local",
+        "offset_us",
+        "outbox",
+        "owner",
+        "peer",
+        "server_side",
+        "settings",
+        "stats",
+        "timers_changed",
+        "version",
+    )
+
     def __init__(
         self,
         *,
@@ -763,6 +827,8 @@ class _Attempt:
 class ClientSession(Session):
     """The client (initiator) side of a session with one server."""
 
+    __slots__ = ()
+
     def __init__(
         self,
         *,
@@ -1084,6 +1150,8 @@ class ClientSession(Session):
 
 class ServerPeerSession(Session):
     """The server's session with one configured client."""
+
+    __slots__ = ()
 
     def __init__(
         self,
