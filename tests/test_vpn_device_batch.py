@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Sequence
 
+import pytest
 import trio
 import trio.testing
 
@@ -114,7 +115,7 @@ def test_a_long_batch_is_written_in_parts() -> None:
     assert io.stats.tx_packets == WRITE_BATCH_LIMIT + 3
 
 
-def test_refused_writes_count_every_segment() -> None:
+def test_a_refused_gso_write_turns_merging_off(caplog: pytest.LogCaptureFixture) -> None:
     device = FakeVnetDevice()
     device.refuse = True
     io = DeviceIO(device)
@@ -124,6 +125,29 @@ def test_refused_writes_count_every_segment() -> None:
     io.end_write_batch()
     assert io.stats.tx_errors == 4
     assert io.stats.tx_packets == 0
+    assert "fake0 refused a GSO write (Invalid argument)" in caplog.text
+    assert io.status()["offload"] is False
+    device.refuse = False
+    io.begin_write_batch()
+    for packet in bulk(4):
+        io.write(packet)
+    io.end_write_batch()
+    assert [kind for kind, _ in device.writes] == ["plain"] * 4
+    assert io.stats.tx_packets == 4
+
+
+def test_a_refused_plain_packet_leaves_merging_on() -> None:
+    device = FakeVnetDevice()
+    io = DeviceIO(device)
+    device.refuse = True
+    io.write(bulk(1)[0])
+    device.refuse = False
+    assert io.stats.tx_errors == 1
+    io.begin_write_batch()
+    for packet in bulk(3):
+        io.write(packet)
+    io.end_write_batch()
+    assert [kind for kind, _ in device.writes] == ["gso"]
 
 
 async def test_a_full_device_queues_merged_writes_in_order() -> None:

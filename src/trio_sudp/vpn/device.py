@@ -18,6 +18,7 @@ flow merged into GSO packets (``coalesce.py``), one write for up to 64 segments.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, cast
@@ -38,6 +39,8 @@ READ_BATCH = 64
 BACKLOG_LIMIT = 1024
 #: Packets collected in one write batch at most before they are written anyway.
 WRITE_BATCH_LIMIT = 256
+#: Errors of a GSO write that mean the kernel will not take them at all.
+_GSO_REFUSED = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, errno.EPROTONOSUPPORT})
 
 
 class VectoredDevice(Protocol):
@@ -90,6 +93,8 @@ class DeviceIO:
         self._vectored: VectoredDevice | None = (
             cast("VectoredDevice", device) if getattr(device, "vnet_header", False) else None
         )
+        # Whether write batches are merged (off after the kernel refused a GSO write).
+        self._merging = self._vectored is not None
         # Between begin_write_batch and end_write_batch: the packets to write.
         self._batch: list[bytes] | None = None
         self._backlog: WriteBacklog[bytes | Write] = WriteBacklog(
@@ -117,12 +122,20 @@ class DeviceIO:
 
     def status(self) -> dict[str, object]:
         """The counters, for ``trio-sudp show``, and whether GSO writes are on."""
-        return {"offload": self._vectored is not None, **attrs.asdict(self.stats)}
+        return {"offload": self._merging, **attrs.asdict(self.stats)}
 
     def _refused(self, item: bytes | Write, exc: OSError) -> None:
         packets, size = (1, len(item)) if isinstance(item, bytes) else _write_counts(item)
         self.stats.tx_errors += packets
         log.debug("the kernel refused %d packet(s), %d bytes: %s", packets, size, exc)
+        if packets > 1 and self._merging and exc.errno in _GSO_REFUSED:
+            # TCP resends the lost segments; later batches go out one packet per write.
+            self._merging = False
+            log.warning(
+                "%s refused a GSO write (%s): writing one packet per write from now on",
+                self.device.name,
+                exc.strerror or exc,
+            )
 
     def begin_write_batch(self) -> None:
         """Collect what :meth:`write` is given until :meth:`end_write_batch`.
@@ -130,7 +143,7 @@ class DeviceIO:
         Only on a vnet-header device (elsewhere packets are written at once); the
         batch must end in the same synchronous run that began it.
         """
-        if self._vectored is not None:
+        if self._merging:
             self._batch = []
 
     def end_write_batch(self) -> None:
