@@ -45,6 +45,14 @@ TIME_LIMIT = 60
 # --- IP packets, built and parsed by hand --------------------------------------
 
 
+def pseudo_header(src: str, dst: str, length: int, proto: int = 6) -> bytes:
+    """The TCP/UDP checksum pseudo-header for IPv4 or IPv6 addresses."""
+    a, b = ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed
+    if len(a) == 4:
+        return a + b + struct.pack("!xBH", proto, length)
+    return a + b + struct.pack("!I3xB", length, proto)
+
+
 def inet_checksum(data: bytes) -> int:
     """The Internet checksum (RFC 1071)."""
     if len(data) % 2:
@@ -252,6 +260,8 @@ async def scenario_gso_write_reaches_a_tcp_socket() -> None:
                 syn_ack = await read_matching(tun, (local, peer, 6))
                 tcp = parse(syn_ack)[3]
                 assert tcp[13] == SYN | TCP_ACK
+                # What the kernel hands a vnet-header TUN is complete: checksum included.
+                assert inet_checksum(pseudo_header(local, peer, len(tcp)) + tcp) == 0
                 their_seq = struct.unpack("!I", tcp[4:8])[0] + 1
                 fields = {"ack": their_seq, "dport": port, "window": 4000}
                 tun.write_nowait(tcp_segment(peer, local, seq=1000, **fields))
