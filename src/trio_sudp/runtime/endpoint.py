@@ -32,6 +32,7 @@ from typing import Protocol, cast
 import attrs
 import trio
 
+from .batches import read_in_batches
 from .transport import (
     MAX_SEGMENT_BYTES,
     MAX_SEGMENTS,
@@ -269,116 +270,86 @@ class Endpoint:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._writer)
             task_status.started()
-            if getattr(self.transport, "gro", False):
-                await self._segments_reader()
-            else:
-                await self._reader()
+            assert self.receiver is not None, "set Endpoint.receiver before running it"
+            gro = getattr(self.transport, "gro", False)
+            await read_in_batches(
+                self._drain_segments if gro else self._drain_datagrams,
+                self.transport.wait_readable,
+                limit=RECEIVE_BATCH,
+                begin=self._begin_receive,
+                end=self._end_receive,
+            )
             nursery.cancel_scope.cancel()
 
-    async def _reader(self) -> None:
-        transport = self.transport
-        recv = transport.recv_nowait
-        receiver = self.receiver
-        assert receiver is not None, "set Endpoint.receiver before running it"
-        stats = self.stats
-        current_time = trio.current_time
-        while True:
-            now = current_time()
-            count = 0
-            before, after = self.before_batch, self.after_batch
-            if before is not None:
-                before()
-            self.begin_batch()
-            try:
-                while count < RECEIVE_BATCH:
-                    try:
-                        datagram, address = recv()
-                    except BlockingIOError:
-                        break
-                    except (ConnectionRefusedError, ConnectionResetError):
-                        continue
-                    count += 1
-                    try:
-                        receiver(datagram, address, now)
-                    except trio.ClosedResourceError:
-                        raise
-                    except Exception:
-                        # A bug must not let one datagram stop the tunnel: log and go on.
-                        stats.internal_errors += 1
-                        log.exception("internal error handling a datagram from %r", address)
-            except trio.ClosedResourceError:
-                return
-            finally:
-                self.end_batch()
-                if after is not None:
-                    after()
-            stats.rx_datagrams += count
-            try:
-                if count == RECEIVE_BATCH:
-                    await trio.lowlevel.checkpoint()
-                else:
-                    await transport.wait_readable()
-            except trio.ClosedResourceError:
-                return
+    def _begin_receive(self) -> None:
+        if self.before_batch is not None:
+            self.before_batch()
+        self.begin_batch()
 
-    async def _segments_reader(self) -> None:
-        """:meth:`_reader` for a transport whose receives may carry several datagrams."""
-        transport = self.transport
-        recv = cast("SegmentReceiver", transport).recv_segments_nowait
-        receiver = self.receiver
-        assert receiver is not None, "set Endpoint.receiver before running it"
+    def _end_receive(self) -> None:
+        self.end_batch()
+        if self.after_batch is not None:
+            self.after_batch()
+
+    def _drain_datagrams(self, now: float) -> int:
+        """One batch of receives from a transport without GRO; how many datagrams."""
+        recv = self.transport.recv_nowait
+        receiver = cast("Receiver", self.receiver)
+        count = 0
+        while count < RECEIVE_BATCH:
+            try:
+                datagram, address = recv()
+            except BlockingIOError:
+                break
+            except (ConnectionRefusedError, ConnectionResetError):
+                continue
+            count += 1
+            try:
+                receiver(datagram, address, now)
+            except trio.ClosedResourceError:
+                raise
+            except Exception:
+                # A bug must not let one datagram stop the tunnel: log and go on.
+                self.stats.internal_errors += 1
+                log.exception("internal error handling a datagram from %r", address)
+        self.stats.rx_datagrams += count
+        return count
+
+    def _drain_segments(self, now: float) -> int:
+        """:meth:`_drain_datagrams` for receives that may carry several datagrams (GRO)."""
+        recv = cast("SegmentReceiver", self.transport).recv_segments_nowait
+        receiver = cast("Receiver", self.receiver)
         receive_many = self.receive_many
-        stats = self.stats
-        current_time = trio.current_time
-        while True:
-            now = current_time()
-            count = 0
-            coalesced = 0
-            before, after = self.before_batch, self.after_batch
-            if before is not None:
-                before()
-            self.begin_batch()
+        count = 0
+        coalesced = 0
+        while count < RECEIVE_BATCH:
             try:
-                while count < RECEIVE_BATCH:
-                    try:
-                        buffer, segment_size, address = recv()
-                    except BlockingIOError:
-                        break
-                    except (ConnectionRefusedError, ConnectionResetError):
-                        continue
-                    try:
-                        if not segment_size:
-                            count += 1
-                            receiver(buffer, address, now)
-                            continue
-                        datagrams = split_segments(buffer, segment_size)
-                        count += len(datagrams)
-                        coalesced += 1
-                        if receive_many is not None and len(datagrams) >= RECEIVE_MANY_MIN:
-                            receive_many(datagrams, address, now)
-                        else:
-                            for datagram in datagrams:
-                                receiver(datagram, address, now)
-                    except trio.ClosedResourceError:
-                        raise
-                    except Exception:
-                        stats.internal_errors += 1
-                        log.exception("internal error handling a datagram from %r", address)
-            except trio.ClosedResourceError:
-                return
-            finally:
-                self.end_batch()
-                if after is not None:
-                    after()
-            stats.rx_datagrams += count
-            stats.rx_segment_receives += coalesced
+                buffer, segment_size, address = recv()
+            except BlockingIOError:
+                break
+            except (ConnectionRefusedError, ConnectionResetError):
+                continue
             try:
-                if count >= RECEIVE_BATCH:
-                    await trio.lowlevel.checkpoint()
+                if not segment_size:
+                    count += 1
+                    receiver(buffer, address, now)
+                    continue
+                datagrams = split_segments(buffer, segment_size)
+                count += len(datagrams)
+                coalesced += 1
+                if receive_many is not None and len(datagrams) >= RECEIVE_MANY_MIN:
+                    receive_many(datagrams, address, now)
                 else:
-                    await transport.wait_readable()
+                    for datagram in datagrams:
+                        receiver(datagram, address, now)
             except trio.ClosedResourceError:
-                return
+                raise
+            except Exception:
+                self.stats.internal_errors += 1
+                log.exception("internal error handling a datagram from %r", address)
+        self.stats.rx_datagrams += count
+        self.stats.rx_segment_receives += coalesced
+        return count
 
     async def _writer(self) -> None:
         backlog = self._backlog
