@@ -76,6 +76,14 @@ def test_a_batch_is_written_merged_and_counted_as_its_packets() -> None:
     assert io.stats.tx_bytes == sum(map(len, packets))
     assert io.stats.tx_gso_writes == 1
     assert io.status()["offload"] is True
+    v6 = [tcp_segment("fd00::2", "fd00::1", bytes(900), seq=i * 900) for i in range(3)]
+    io.begin_write_batch()
+    for packet in v6:
+        io.write(packet)
+    io.end_write_batch()
+    assert device.writes[-1][0] == "gso"
+    assert io.stats.tx_packets == 6 + 3
+    assert io.stats.tx_bytes == sum(map(len, packets)) + sum(map(len, v6))
 
 
 def test_without_a_vnet_header_packets_are_written_at_once() -> None:

@@ -27,6 +27,7 @@ import attrs
 import trio
 
 from ..runtime.backlog import WriteBacklog
+from ..runtime.batches import read_in_batches
 from ..runtime.endpoint import EndpointStats
 from ..tun.base import PacketDevice
 from .coalesce import Write, coalesce
@@ -53,9 +54,14 @@ def _write_counts(write: Write) -> tuple[int, int]:
     """Segments and bytes (as separate packets) of one ``coalesce`` write."""
     if len(write) == 2:
         return 1, len(write[1])
-    header = len(write[1])
+    header = write[1]
     segments = len(write) - 2
-    return segments, header * segments + sum(len(part) for part in write[2:])
+    # The merged packet's length is in its header: IPv4 total length, IPv6 payload + 40.
+    if header[0] >> 4 == 4:
+        merged = header[2] << 8 | header[3]
+    else:
+        merged = (header[4] << 8 | header[5]) + 40
+    return segments, merged + (segments - 1) * len(header)
 
 
 @attrs.define
@@ -210,48 +216,47 @@ class DeviceIO:
             nursery.cancel_scope.cancel()
 
     async def _reader(self) -> None:
-        device = self.device
-        read = device.read_nowait
-        handler = self.handler
-        assert handler is not None, "set DeviceIO.handler before running it"
+        assert self.handler is not None, "set DeviceIO.handler before running it"
+        await read_in_batches(
+            self._drain,
+            self.device.wait_readable,
+            limit=READ_BATCH,
+            begin=self._begin_read,
+            end=self._end_read,
+        )
+
+    def _begin_read(self) -> None:
+        if self.before_batch is not None:
+            self.before_batch()
+
+    def _end_read(self) -> None:
+        if self.after_batch is not None:
+            self.after_batch()
+
+    def _drain(self, now: float) -> int:
+        """One batch of reads, each handed to :attr:`handler`; how many packets."""
+        read = self.device.read_nowait
+        handler = cast("Callable[[bytes, float], None]", self.handler)
+        count = 0
+        size = 0
+        while count < READ_BATCH:
+            try:
+                packet = read()
+            except BlockingIOError:
+                break
+            count += 1
+            size += len(packet)
+            try:
+                handler(packet, now)
+            except trio.ClosedResourceError:
+                raise
+            except Exception:
+                self.stats.internal_errors += 1
+                log.exception("internal error handling a packet from the tunnel device")
         stats = self.stats
-        current_time = trio.current_time
-        while True:
-            now = current_time()
-            count = 0
-            size = 0
-            before, after = self.before_batch, self.after_batch
-            if before is not None:
-                before()
-            try:
-                while count < READ_BATCH:
-                    try:
-                        packet = read()
-                    except BlockingIOError:
-                        break
-                    count += 1
-                    size += len(packet)
-                    try:
-                        handler(packet, now)
-                    except trio.ClosedResourceError:
-                        raise
-                    except Exception:
-                        stats.internal_errors += 1
-                        log.exception("internal error handling a packet from the tunnel device")
-            except trio.ClosedResourceError:
-                return
-            finally:
-                if after is not None:
-                    after()
-            stats.rx_packets += count
-            stats.rx_bytes += size
-            try:
-                if count == READ_BATCH:
-                    await trio.lowlevel.checkpoint()
-                else:
-                    await device.wait_readable()
-            except trio.ClosedResourceError:
-                return
+        stats.rx_packets += count
+        stats.rx_bytes += size
+        return count
 
 
 def io_drops(drops: Mapping[str, int], device: DeviceStats, udp: EndpointStats) -> dict[str, int]:
