@@ -19,6 +19,7 @@ import trio.testing
 
 import trio_sudp
 import trio_sudp.runtime.udp as udp_module
+from runtime_helpers import loopback_pair, needs_ipv6
 from trio_sudp import LocalIdentity, Peer, PrivateKey, Version
 from trio_sudp.runtime.endpoint import BACKLOG_LIMIT, RECEIVE_MANY_MIN, Endpoint
 from trio_sudp.runtime.peer import PeerRunner
@@ -37,18 +38,6 @@ from trio_sudp.vpn.device import DeviceIO
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="UDP GSO/GRO")
 
 
-def _ipv6_available() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not _ipv6_available(), reason="IPv6 loopback unavailable")
 HOSTS = ["127.0.0.1", pytest.param("::1", marks=needs_ipv6)]
 
 
@@ -574,42 +563,30 @@ async def test_device_io_brackets_each_batch() -> None:
 @linux_only
 @pytest.mark.parametrize("version", [Version.V2, Version.V3])
 async def test_batched_payloads_cross_a_real_socket_intact(version: Version) -> None:
-    server_key, client_key = PrivateKey.generate(), PrivateKey.generate()
-    shared = b"batching-shared" if version == Version.V3 else None
     payloads = [datagram(i, 1300) for i in range(150)] + [datagram(999, 40)]
     with trio.fail_after(10):
-        async with trio_sudp.open_server(
-            "127.0.0.1:0",
-            local=LocalIdentity(0, server_key),
-            peers=[Peer(5, client_key.public_key, version, shared)],
-        ) as server:
-            host, port = server.local_address[:2]
-            async with trio_sudp.open_client(
-                f"{host}:{port}",
-                local=LocalIdentity(5, client_key),
-                server=Peer(0, server_key.public_key, version, shared),
-            ) as client:
-                # As the VPN sends a TUN batch: collected, then out in GSO runs.
-                for start in range(0, len(payloads), 50):
-                    client.endpoint.begin_batch()
-                    for payload in payloads[start : start + 50]:
-                        client.send_nowait(payload)
-                    client.endpoint.end_batch()
-                got = [await server.receive() for _ in payloads]
-                assert got == [(5, p) for p in payloads]
-                server.endpoint.begin_batch()
-                for payload in payloads:
-                    server.send_nowait(5, payload[::-1])
-                server.endpoint.end_batch()
-                back = [await client.receive() for _ in payloads]
-                assert back == [p[::-1] for p in payloads]
-                assert client.endpoint_statistics().tx_segment_sends > 0
-                assert server.endpoint_statistics().tx_segment_sends > 0
-                assert server.endpoint_statistics().rx_segment_receives > 0
-                assert client.endpoint_statistics().rx_segment_receives > 0
-                stats = server.statistics()[5]
-                assert stats.drops == {}
-                assert client.statistics().drops == {}
+        async with loopback_pair(version) as (server, client):
+            # As the VPN sends a TUN batch: collected, then out in GSO runs.
+            for start in range(0, len(payloads), 50):
+                client.endpoint.begin_batch()
+                for payload in payloads[start : start + 50]:
+                    client.send_nowait(payload)
+                client.endpoint.end_batch()
+            got = [await server.receive() for _ in payloads]
+            assert got == [(5, p) for p in payloads]
+            server.endpoint.begin_batch()
+            for payload in payloads:
+                server.send_nowait(5, payload[::-1])
+            server.endpoint.end_batch()
+            back = [await client.receive() for _ in payloads]
+            assert back == [p[::-1] for p in payloads]
+            assert client.endpoint_statistics().tx_segment_sends > 0
+            assert server.endpoint_statistics().tx_segment_sends > 0
+            assert server.endpoint_statistics().rx_segment_receives > 0
+            assert client.endpoint_statistics().rx_segment_receives > 0
+            stats = server.statistics()[5]
+            assert stats.drops == {}
+            assert client.statistics().drops == {}
 
 
 @pytest.mark.parametrize("version", [Version.V2, Version.V3])
@@ -671,3 +648,33 @@ async def test_server_receive_many_splits_runs_by_client(
                 assert stats[5].rx_packets - before[5] == order.count(5)
                 assert stats[6].rx_packets - before[6] == order.count(6)
                 nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("gro", [False, pytest.param(True, marks=linux_only)])
+async def test_icmp_reported_errors_are_skipped_and_others_raised(gro: bool) -> None:
+    """ECONNREFUSED/ECONNRESET (an ICMP error some systems report on receive) is skipped."""
+    sender, receiver = bind_pair("127.0.0.1", gro=gro)
+    try:
+        assert receiver.gro is gro
+        name = "_recvmsg" if gro else "_recvfrom"
+        real = getattr(receiver, name)
+        errors: list[OSError] = [ConnectionRefusedError(), ConnectionResetError()]
+
+        def flaky(*args: Any) -> Any:
+            if errors:
+                raise errors.pop(0)
+            return real(*args)
+
+        setattr(receiver, name, flaky)
+        sender.send_nowait(b"after the errors", receiver.local_address)
+        with trio.fail_after(5):
+            await receiver.wait_readable()
+        buffer, _, source = receiver.recv_segments_nowait()
+        assert (buffer, source) == (b"after the errors", sender.local_address)
+        assert not errors
+        errors.append(OSError(errno.EBADMSG, "not transient"))
+        with pytest.raises(OSError, match="not transient"):
+            receiver.recv_segments_nowait()
+    finally:
+        sender.close()
+        receiver.close()

@@ -28,8 +28,8 @@ import logging
 import socket
 import struct
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
@@ -60,6 +60,7 @@ DEFAULT_SOCKET_BUFFER = 4 * 1024 * 1024
 # ICMP errors some platforms report on a later recvfrom; they say nothing about the
 # datagram being read, so reading goes on.
 _TRANSIENT_RECV_ERRORS = (ConnectionRefusedError, ConnectionResetError)
+_R = TypeVar("_R")
 
 log = logging.getLogger("trio_sudp")
 
@@ -184,13 +185,17 @@ class UDPTransport:
             return self._recv_after_error(exc)
 
     def _recv_after_error(self, exc: OSError) -> tuple[bytes, Address]:
+        return self._retry_after_error(exc, lambda: self._recvfrom(RECV_SIZE))
+
+    def _retry_after_error(self, exc: OSError, receive: Callable[[], _R]) -> _R:
+        """Retry ``receive`` past ICMP-reported errors; ``ClosedResourceError`` once closed."""
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("UDP transport was closed") from None
             if not isinstance(exc, _TRANSIENT_RECV_ERRORS):
                 raise exc
             try:
-                return self._recvfrom(RECV_SIZE)
+                return receive()
             except BlockingIOError:
                 raise
             except OSError as again:
@@ -231,17 +236,7 @@ class UDPTransport:
     def _recvmsg_after_error(
         self, exc: OSError
     ) -> tuple[bytes, list[tuple[int, int, bytes]], int, Address]:
-        while True:
-            if self._closed:
-                raise trio.ClosedResourceError("UDP transport was closed") from None
-            if not isinstance(exc, _TRANSIENT_RECV_ERRORS):
-                raise exc
-            try:
-                return self._recvmsg(GRO_RECV_SIZE, _GRO_CMSG_SPACE)
-            except BlockingIOError:
-                raise
-            except OSError as again:
-                exc = again
+        return self._retry_after_error(exc, lambda: self._recvmsg(GRO_RECV_SIZE, _GRO_CMSG_SPACE))
 
     @staticmethod
     def _coalesced(
