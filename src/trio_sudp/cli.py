@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from . import __version__
+from .cli_config import ConfigOption, register
 
 app = typer.Typer(
     name="trio-sudp",
@@ -19,15 +20,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ConfigOption = Annotated[
-    Path,
-    typer.Option(
-        "--config",
-        "-c",
-        help="Configuration file: trio-sudp TOML, or tunelo's server.json / client.json.",
-        show_default=False,
-    ),
-]
 LogLevelOption = Annotated[
     str,
     typer.Option("--log-level", "-l", help="debug, info, warning or error.", show_default=True),
@@ -206,15 +198,7 @@ def demo() -> None:
     raise typer.Exit(demo_main())
 
 
-def _register_subcommands() -> None:
-    try:
-        from .cli_config import register
-    except ImportError:  # pragma: no cover - only while the module is missing
-        return
-    register(app)
-
-
-_register_subcommands()
+register(app)
 
 
 def main() -> None:

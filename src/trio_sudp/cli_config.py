@@ -25,13 +25,25 @@ from .config.model import ClientConfig, ServerConfig
 from .protocol.crypto import PrivateKey
 from .protocol.errors import ConfigError
 
-__all__ = ["check", "config_app", "genkey", "main", "pubkey", "register"]
+__all__ = ["ConfigOption", "check", "config_app", "genkey", "main", "pubkey", "register"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Exit status for bad input, bad files and failed checks.
 EXIT_BAD_INPUT = 2
+
+
+#: ``--config`` / ``-c`` of the commands that read one configuration file.
+ConfigOption = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Configuration file: trio-sudp TOML, or tunelo's server.json / client.json.",
+        show_default=False,
+    ),
+]
 
 
 class Format(enum.StrEnum):
@@ -160,15 +172,7 @@ def _summary(report: ConfigReport) -> str:
 
 
 def check(
-    config: Annotated[
-        Path,
-        typer.Option(
-            "--config",
-            "-c",
-            help="Configuration file: trio-sudp TOML, or tunelo's server.json / client.json.",
-            show_default=False,
-        ),
-    ],
+    config: ConfigOption,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print nothing when the file is fine.")
     ] = False,
