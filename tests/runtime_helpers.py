@@ -1,19 +1,57 @@
-"""Builders for library-API tests: keys, peers, and a client/server pair on a FakeNetwork."""
+"""Builders for library-API tests: keys, peers, client/server pairs (FakeNetwork, loopback)."""
 
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+import pytest
 import trio
 
 import trio_sudp
 from trio_sudp import LocalIdentity, Peer, PrivateKey, SessionSettings, Version
 from trio_sudp.testing import FakeNetwork, TrioWallClock
+
+
+def _ipv6_available() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+needs_ipv6 = pytest.mark.skipif(not _ipv6_available(), reason="IPv6 loopback unavailable")
+
+
+@asynccontextmanager
+async def loopback_pair(
+    version: Version, vaddr: int = 5
+) -> AsyncIterator[tuple[trio_sudp.SUDPServer, trio_sudp.SUDPClient]]:
+    """A server on 127.0.0.1 (real UDP) and one connected client of it."""
+    server_private, client_private = PrivateKey.generate(), PrivateKey.generate()
+    shared = b"loopback-shared" if version == Version.V3 else None
+    async with trio_sudp.open_server(
+        "127.0.0.1:0",
+        local=LocalIdentity(0, server_private),
+        peers=[Peer(vaddr, client_private.public_key, version, shared)],
+    ) as server:
+        host, port = server.local_address[:2]
+        async with trio_sudp.open_client(
+            f"{host}:{port}",
+            local=LocalIdentity(vaddr, client_private),
+            server=Peer(0, server_private.public_key, version, shared),
+        ) as client:
+            yield server, client
+
 
 SERVER_HOST = "10.0.0.1"
 SERVER = (SERVER_HOST, 7000)

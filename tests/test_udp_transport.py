@@ -10,6 +10,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from runtime_helpers import needs_ipv6
 from trio_sudp.runtime.transport import RECV_SIZE, Address
 from trio_sudp.runtime.udp import (
     UDPNetwork,
@@ -20,20 +21,6 @@ from trio_sudp.runtime.udp import (
     resolve_address,
     sockaddr_for,
 )
-
-
-def _ipv6_available() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not _ipv6_available(), reason="IPv6 loopback unavailable")
 
 
 async def receive(transport: UDPTransport, count: int) -> list[tuple[bytes, Address]]:
