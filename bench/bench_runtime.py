@@ -56,7 +56,7 @@ import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,11 +199,40 @@ class EchoResult:
 
 
 class _Count:
-    __slots__ = ("n", "sent")
+    __slots__ = ("done", "n", "sent")
 
     def __init__(self) -> None:
         self.n = 0
         self.sent = 0
+        #: Set when every packet sent so far arrived (a new one per burst).
+        self.done = trio.Event()
+
+    def arrived(self) -> None:
+        self.n += 1
+        if self.n >= self.sent:
+            self.done.set()
+
+
+async def _best_burst_us(
+    state: _Count, send_burst: Callable[[int], Awaitable[None]], count: int, burst: int
+) -> float:
+    """µs per packet of the best of 5 rounds of ``count`` packets sent ``burst`` at a time.
+
+    Each burst waits until ``state`` saw every packet arrive (at most 1 s: a loss
+    must not stall the next burst).
+    """
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(count // burst):
+            state.done = trio.Event()
+            state.sent += burst
+            await send_burst(burst)
+            with trio.move_on_after(1.0):
+                await state.done.wait()
+            state.n = state.sent
+        best = min(best, time.perf_counter() - start)
+    return best / (count // burst * burst) * 1e6
 
 
 async def _measure(
@@ -486,44 +515,33 @@ async def _plain_oneway_us(count: int) -> float:
         await s.bind(("127.0.0.1", 0))
     destination = b.getsockname()
     datagram = bytes(len(PAYLOAD) + 64)
-    burst = 64
     state = _Count()
-    done = trio.Event()
     async with trio.open_nursery() as nursery:
 
         async def receive() -> None:
             recvfrom = b.recvfrom
             while True:
                 await recvfrom(4096)
-                state.n += 1
-                if state.n >= state.sent:
-                    done.set()
+                state.arrived()
+
+        sendto = a.sendto
+
+        async def send_burst(burst: int) -> None:
+            for _ in range(burst):
+                await sendto(datagram, destination)
 
         nursery.start_soon(receive)
-        best = float("inf")
-        sendto = a.sendto
-        for _ in range(5):
-            start = time.perf_counter()
-            for _ in range(count // burst):
-                done = trio.Event()
-                state.sent += burst
-                for _ in range(burst):
-                    await sendto(datagram, destination)
-                with trio.move_on_after(1.0):
-                    await done.wait()
-                state.n = state.sent
-            best = min(best, time.perf_counter() - start)
+        result = await _best_burst_us(state, send_burst, count, 64)
         nursery.cancel_scope.cancel()
     a.close()
     b.close()
-    return best / (count // burst * burst) * 1e6
+    return result
 
 
 async def _library_oneway_us(version: Version, count: int, consumer: str) -> float:
     """µs per packet, client ``send_nowait`` to server delivery, both in this process."""
     server_key, client_key = PrivateKey.generate(), PrivateKey.generate()
     shared = shared_for(version)
-    burst = 64
     async with (
         trio_sudp.open_server(
             "127.0.0.1:0",
@@ -539,37 +557,24 @@ async def _library_oneway_us(version: Version, count: int, consumer: str) -> flo
         trio.open_nursery() as nursery,
     ):
         state = _Count()
-        done = trio.Event()
-
-        def arrived() -> None:
-            state.n += 1
-            if state.n >= state.sent:
-                done.set()
-
         if consumer == "hook":
-            server.on_payload = lambda runner, payload: arrived()
+            server.on_payload = lambda runner, payload: state.arrived()
         else:
 
             async def consume() -> None:
                 async for _ in server:
-                    arrived()
+                    state.arrived()
 
             nursery.start_soon(consume)
-        best = float("inf")
         send = client.send_nowait
-        for _ in range(5):
-            start = time.perf_counter()
-            for _ in range(count // burst):
-                done = trio.Event()
-                state.sent += burst
-                for _ in range(burst):
-                    send(PAYLOAD)
-                with trio.move_on_after(1.0):
-                    await done.wait()
-                state.n = state.sent  # a loss must not stall the next burst
-            best = min(best, time.perf_counter() - start)
+
+        async def send_burst(burst: int) -> None:
+            for _ in range(burst):
+                send(PAYLOAD)
+
+        result = await _best_burst_us(state, send_burst, count, 64)
         nursery.cancel_scope.cancel()
-    return best / (count // burst * burst) * 1e6
+    return result
 
 
 def bench_overhead(args: argparse.Namespace) -> dict[str, Any]:
