@@ -11,7 +11,8 @@ tunelo). Keys tunelo does not know are warned about, not refused: Go ignores the
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..protocol.constants import SERVER_VADDR, Version
 from ..protocol.crypto import PrivateKey, PublicKey
@@ -48,6 +49,8 @@ __all__ = [
     "server_document",
 ]
 
+_K = TypeVar("_K", PrivateKey, PublicKey)
+
 
 def is_tunelo_client(doc: dict[str, Any]) -> bool:
     """Whether a tunelo document is a client's (``sudp.host``) rather than a server's."""
@@ -79,27 +82,31 @@ def _looks_inline(table: Table, key: str, text: str) -> bool:
 
 
 def _private_key(table: Table, ctx: ParseContext) -> PrivateKey | None:
-    key_type = _key_type(table)
-    text = table.string("private_key", required=True)
-    if text is None or key_type is None:
-        return None
-    if key_type == "string":
-        return ctx.private_key_inline(table, "private_key", text)
-    if _looks_inline(table, "private_key", text):
-        return None
-    return ctx.private_key_file(table, "private_key", text)
+    return _key(table, "private_key", ctx.private_key_inline, ctx.private_key_file, required=True)
 
 
 def _public_key(table: Table, ctx: ParseContext, *, required: bool = True) -> PublicKey | None:
+    return _key(table, "public_key", ctx.public_key_inline, ctx.public_key_file, required=required)
+
+
+def _key(
+    table: Table,
+    field: str,
+    inline: Callable[[Table, str, str], _K | None],
+    from_file: Callable[[Table, str, str], _K | None],
+    *,
+    required: bool,
+) -> _K | None:
+    """A key given, per tunelo's ``key_type``, as PEM text or as a file path."""
     key_type = _key_type(table)
-    text = table.string("public_key", required=required)
+    text = table.string(field, required=required)
     if text is None or key_type is None:
         return None
     if key_type == "string":
-        return ctx.public_key_inline(table, "public_key", text)
-    if _looks_inline(table, "public_key", text):
+        return inline(table, field, text)
+    if _looks_inline(table, field, text):
         return None
-    return ctx.public_key_file(table, "public_key", text)
+    return from_file(table, field, text)
 
 
 def _shared_key(table: Table) -> bytes | None:
