@@ -476,7 +476,7 @@ def wireguard_tunnel(lab: Lab) -> Iterator[Tunnel]:
 
 def sudp_show(socket_path: Path) -> dict[str, Any]:
     """A daemon's ``show --json`` document, asked in-process (a few ms, no subprocess)."""
-    from trio_sudp.control import request
+    from trio_sudp.daemon.control import request
 
     return request(socket_path, "show", timeout=20)
 

@@ -12,13 +12,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from trio_sudp.cli_config import register
+from trio_sudp.cli.config_commands import register
 from trio_sudp.config import load_client_config, load_server_config
 from trio_sudp.protocol.crypto import PrivateKey, PublicKey
+from vectors import VECTORS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "contrib" / "examples"
-VECTORS = Path("/work/shared/vectors/tunelo")
+VECTORS = VECTORS_DIR / "tunelo"
 
 
 def make_app() -> typer.Typer:
@@ -241,10 +242,10 @@ def test_examples_pass_check(tmp_path: Path) -> None:
 
 
 def _commands() -> list[list[str]]:
-    commands = [[sys.executable, "-m", "trio_sudp.cli_config"]]
+    commands = [[sys.executable, "-m", "trio_sudp.cli.config_commands"]]
     script = Path(sys.executable).parent / "trio-sudp"
     if script.exists():
-        from trio_sudp import cli
+        from trio_sudp.cli import app as cli
 
         if any(c.name == "genkey" for c in cli.app.registered_commands):
             commands.append([str(script)])

@@ -7,7 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 import trio_sudp
-from trio_sudp.cli import app
+from trio_sudp.cli.app import app
 from trio_sudp.config import add_client, init_server
 
 runner = CliRunner()

@@ -16,10 +16,11 @@ from trio_sudp.config import ConfigFileError, load_config, parse_config
 from trio_sudp.config.errors import Issues
 from trio_sudp.config.toml_format import toml_string
 from trio_sudp.protocol.crypto import PrivateKey
+from vectors import VECTORS_DIR
 
 KEY = PrivateKey.generate()
 PEMS = [KEY.to_pem().decode(), KEY.public_key.to_pem().decode()]
-VECTORS = Path("/work/shared/vectors/tunelo")
+VECTORS = VECTORS_DIR / "tunelo"
 
 TOML_WORDS = [
     "server", "client", "peer", "timers", "listen", "endpoint", "address", "private_key",

@@ -24,8 +24,9 @@ from trio_sudp.config import (
 )
 from trio_sudp.protocol.constants import Version
 from trio_sudp.protocol.crypto import PrivateKey
+from vectors import VECTORS_DIR
 
-VECTORS = Path("/work/shared/vectors/tunelo")
+VECTORS = VECTORS_DIR / "tunelo"
 if not VECTORS.is_dir():  # pragma: no cover - the vectors live next to the repository
     VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "tunelo"
 

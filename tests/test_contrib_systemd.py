@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from trio_sudp.cli import app
+from trio_sudp.cli.app import app
 
 UNITS = Path(__file__).resolve().parents[1] / "contrib" / "systemd"
 NAMES = ["trio-sudp-server@.service", "trio-sudp-client@.service"]

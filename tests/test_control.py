@@ -14,8 +14,8 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_sudp.control import ControlError, request, serve_control
-from trio_sudp.show import format_status
+from trio_sudp.daemon.control import ControlError, request, serve_control
+from trio_sudp.daemon.show import format_status
 
 
 async def answer(command: str, args: dict[str, Any]) -> dict[str, Any]:

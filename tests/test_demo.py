@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from trio_sudp.demo import memory_demo
+from trio_sudp.daemon.demo import memory_demo
 from trio_sudp.protocol import Version
 
 

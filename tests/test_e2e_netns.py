@@ -31,7 +31,7 @@ from e2e import (
 )
 from netns import Topology, netns_topology, require_netns, run_in
 from trio_sudp.config import add_client, init_server
-from trio_sudp.demo_netns import TCP_RECEIVER, TCP_SENDER
+from trio_sudp.daemon.demo_netns import TCP_RECEIVER, TCP_SENDER
 
 pytestmark = pytest.mark.netns
 

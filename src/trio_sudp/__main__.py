@@ -1,5 +1,5 @@
 """``python -m trio_sudp``: the ``trio-sudp`` command line."""
 
-from trio_sudp.cli import main
+from trio_sudp.cli.app import main
 
 main()

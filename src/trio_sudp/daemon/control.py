@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from .protocol.errors import SUDPError
+from ..protocol.errors import SUDPError
 
 __all__ = [
     "ControlError",

@@ -20,10 +20,10 @@ import time
 
 import trio
 
-from .protocol import Version
-from .protocol.crypto import PrivateKey
-from .protocol.peers import Peer
-from .protocol.settings import SessionSettings
+from ..protocol import Version
+from ..protocol.crypto import PrivateKey
+from ..protocol.peers import Peer
+from ..protocol.settings import SessionSettings
 
 __all__ = ["main", "memory_demo", "netns_available"]
 
@@ -43,11 +43,11 @@ def netns_available() -> str | None:
 
 async def memory_demo(version: Version = Version.V3, megabytes: int = 2) -> list[str]:
     """The VPN over the fake network and in-memory TUNs; return the report lines."""
-    from .config.model import ClientConfig, PeerConfig, ServerConfig
-    from .testing import FakeNetwork, LinkConfig, MemoryNetBackend, memory_tun_pair
-    from .testing.packets import echo_reply_for, icmp_echo, udp4
-    from .vpn.client import run_client
-    from .vpn.server import run_server
+    from ..config.model import ClientConfig, PeerConfig, ServerConfig
+    from ..testing import FakeNetwork, LinkConfig, MemoryNetBackend, memory_tun_pair
+    from ..testing.packets import echo_reply_for, icmp_echo, udp4
+    from ..vpn.client import run_client
+    from ..vpn.server import run_server
 
     lines: list[str] = []
     net = FakeNetwork(seed=1, default_link=LinkConfig(delay=0.002))

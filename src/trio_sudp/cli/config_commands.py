@@ -3,7 +3,7 @@
 
 :func:`register` mounts them on the main ``trio-sudp`` app. Every failure prints
 one line on stderr and exits with status 2; nothing prints a traceback.
-Run standalone with ``python -m trio_sudp.cli_config ...``.
+Run standalone with ``python -m trio_sudp.cli.config_commands ...``.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from typing import Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 
-from .config.edit import DEFAULT_LISTEN, DEFAULT_NETWORK, add_client, init_server
-from .config.keys import PRIVATE_KEY_MODE, write_private_key, write_public_key
-from .config.load import ConfigReport, inspect_config
-from .config.model import ClientConfig, ServerConfig
-from .protocol.crypto import PrivateKey
-from .protocol.errors import ConfigError
+from ..config.edit import DEFAULT_LISTEN, DEFAULT_NETWORK, add_client, init_server
+from ..config.keys import PRIVATE_KEY_MODE, write_private_key, write_public_key
+from ..config.load import ConfigReport, inspect_config
+from ..config.model import ClientConfig, ServerConfig
+from ..protocol.crypto import PrivateKey
+from ..protocol.errors import ConfigError
 
 __all__ = ["ConfigOption", "check", "config_app", "genkey", "main", "pubkey", "register"]
 
@@ -452,7 +452,7 @@ def register(app: typer.Typer) -> None:
 
 
 def main() -> None:
-    """Run these commands on their own (``python -m trio_sudp.cli_config``)."""
+    """Run these commands on their own (``python -m trio_sudp.cli.config_commands``)."""
     app = typer.Typer(name="trio-sudp", no_args_is_help=True, pretty_exceptions_enable=False)
     register(app)
     app()

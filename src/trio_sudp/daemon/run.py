@@ -17,8 +17,8 @@ from typing import Any
 
 import trio
 
-from .protocol.errors import ConfigError, HandshakeError, SUDPError
-from .tun.errors import TunError
+from ..protocol.errors import ConfigError, HandshakeError, SUDPError
+from ..tun.errors import TunError
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "run_daemon", "setup_logging"]
 

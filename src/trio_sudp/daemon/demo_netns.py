@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from .config import add_client, init_server
+from ..config import add_client, init_server
 
 __all__ = ["TCP_RECEIVER", "TCP_SENDER", "run_netns_demo"]
 

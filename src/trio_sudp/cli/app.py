@@ -9,8 +9,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from . import __version__
-from .cli_config import ConfigOption, register
+from .. import __version__
+from .config_commands import ConfigOption, register
 
 app = typer.Typer(
     name="trio-sudp",
@@ -64,7 +64,7 @@ def main_options(
 
 
 def _load(path: Path, role: str) -> Any:
-    from .config import ClientConfig, ConfigFileError, ServerConfig, load_config
+    from ..config import ClientConfig, ConfigFileError, ServerConfig, load_config
 
     try:
         config = load_config(path)
@@ -85,8 +85,8 @@ def serve(config: ConfigOption, log_level: LogLevelOption = "info") -> None:
     Stops cleanly on SIGINT/SIGTERM; SIGHUP (or `trio-sudp reload`) re-reads the
     client list. Example: ``trio-sudp serve -c /etc/trio-sudp/server.toml``
     """
-    from .daemon import run_daemon, setup_logging
-    from .daemon_main import serve_main
+    from ..daemon.main import serve_main
+    from ..daemon.run import run_daemon, setup_logging
 
     _logging(setup_logging, log_level)
     server_config = _load(config, "server")
@@ -102,8 +102,8 @@ def connect(config: ConfigOption, log_level: LogLevelOption = "info") -> None:
     handshake fails (no answer, key mismatch, clock skew beyond 10 s).
     Example: ``trio-sudp connect -c /etc/trio-sudp/client.toml``
     """
-    from .daemon import run_daemon, setup_logging
-    from .daemon_main import connect_main
+    from ..daemon.main import connect_main
+    from ..daemon.run import run_daemon, setup_logging
 
     _logging(setup_logging, log_level)
     client_config = _load(config, "client")
@@ -111,7 +111,7 @@ def connect(config: ConfigOption, log_level: LogLevelOption = "info") -> None:
 
 
 def _logging(setup: Any, level: str) -> None:
-    from .protocol.errors import ConfigError
+    from ..protocol.errors import ConfigError
 
     try:
         setup(level)
@@ -122,10 +122,10 @@ def _logging(setup: Any, level: str) -> None:
 def _control_path(config: Path | None, socket: Path | None) -> Path:
     if socket is not None:
         return socket
-    from .daemon_main import control_socket_for
+    from ..daemon.main import control_socket_for
 
     if config is not None:
-        from .config import ConfigFileError, load_config
+        from ..config import ConfigFileError, load_config
 
         try:
             return control_socket_for(load_config(config))
@@ -152,8 +152,8 @@ def show(
 
     Example: ``trio-sudp show`` (one daemon running) or ``trio-sudp show -c server.toml --json``
     """
-    from .control import ControlError, request
-    from .show import format_status
+    from ..daemon.control import ControlError, request
+    from ..daemon.show import format_status
 
     path = _control_path(config, socket)
     try:
@@ -176,7 +176,7 @@ def reload(
     Added, removed and changed clients are applied; unchanged clients keep their
     sessions. A configuration with errors is refused and changes nothing.
     """
-    from .control import ControlError, request
+    from ..daemon.control import ControlError, request
 
     path = _control_path(config, socket)
     try:
@@ -193,7 +193,7 @@ def reload(
 @app.command()
 def demo() -> None:
     """Run the demo: a real tunnel between two network namespaces (as root), else in memory."""
-    from .demo import main as demo_main
+    from ..daemon.demo import main as demo_main
 
     raise typer.Exit(demo_main())
 

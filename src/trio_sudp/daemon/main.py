@@ -11,11 +11,11 @@ from typing import Any
 
 import trio
 
-from .config import ClientConfig, ConfigFileError, ServerConfig, load_config
+from ..config import ClientConfig, ConfigFileError, ServerConfig, load_config
+from ..protocol.errors import ConfigError
+from ..vpn.client import VpnClient, run_client
+from ..vpn.server import VpnServer, run_server
 from .control import ControlError, default_socket_path, serve_control
-from .protocol.errors import ConfigError
-from .vpn.client import VpnClient, run_client
-from .vpn.server import VpnServer, run_server
 
 __all__ = ["connect_main", "control_socket_for", "serve_main"]
 

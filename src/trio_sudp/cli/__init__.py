@@ -1,0 +1,1 @@
+"""The ``trio-sudp`` command line: the typer app (``app``) and its command groups."""
