@@ -14,7 +14,7 @@ echo
     of every configuration are interleaved and the best round of each is kept.
     Both sides of a configuration use the same API: plain Trio sockets on both
     ends, or the library on both ends (``async for`` + ``send_nowait``; and the
-    ``on_payload`` hook the VPN uses, which adds no task switch at all).
+    payload hook of the VPN's receive path, which adds no task switch at all).
 
 overhead
     One-way cost per 1400-byte packet inside one process on one core, split into the
@@ -56,7 +56,8 @@ import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,8 +72,10 @@ from trio_sudp import LocalIdentity, Peer, PrivateKey, PublicKey, SessionSetting
 from trio_sudp.protocol import ClientSession, ControlFlag, EphemeralKey, Kind, ServerCore
 from trio_sudp.protocol.constants import timestamp_unit_us
 from trio_sudp.protocol.crypto import make_header_tagger
+from trio_sudp.protocol.server import DEFAULT_HANDSHAKE_BURST
 from trio_sudp.protocol.wire import encode_control, encode_handshake
-from trio_sudp.runtime import PeerRunner
+from trio_sudp.runtime import PeerRunner, ServerPath, UDPReceiver, UDPSender, UDPStats
+from trio_sudp.runtime.server import bind_server, make_core
 from trio_sudp.testing import FakeNetwork, LinkConfig, TrioWallClock
 
 PAYLOAD = bytes(i % 251 for i in range(1400))
@@ -174,21 +177,55 @@ async def _echo_server(
     server_key = PrivateKey.from_pem(server_pem)
     client_key = PrivateKey.from_pem(client_pem)
     peer = Peer(1, client_key.public_key, version, shared_for(version))
-    async with trio_sudp.open_server(
-        "127.0.0.1:0", local=LocalIdentity(0, server_key), peers=[peer], handshake_rate=None
-    ) as server:
-        conn.send(server.local_address[1])
-        if mode == "library":
+    if mode == "library":
+        async with trio_sudp.open_server(
+            "127.0.0.1:0", local=LocalIdentity(0, server_key), peers=[peer], handshake_rate=None
+        ) as server:
+            conn.send(server.local_address[1])
             async for vaddr, payload in server:
                 server.send_nowait(vaddr, payload)
-        else:  # "hook": echo from the UDP task itself, as the VPN glue does
-            current_time = trio.current_time
+            return
+    # "hook": echo from the UDP task itself, as the VPN's receive path does
+    current_time = trio.current_time
 
-            def echo(runner: PeerRunner, payload: bytes) -> None:
-                runner.send(payload, current_time())
+    def echo(runner: PeerRunner, payload: bytes) -> None:
+        runner.send(payload, current_time())
 
-            server.on_payload = echo
-            await trio.sleep_forever()
+    async with hooked_server(server_key, [peer], echo) as server:
+        conn.send(server.local_address[1])
+        await trio.sleep_forever()
+
+
+@asynccontextmanager
+async def hooked_server(
+    key: PrivateKey, peers: list[Peer], sink: Callable[[PeerRunner, bytes], None]
+) -> AsyncIterator[trio_sudp.SUDPServer]:
+    """A server on 127.0.0.1 built as the VPN builds one: payloads go to ``sink`` in the
+    UDP task, inside the receive loop's send batch (no receive queue)."""
+    core = make_core(
+        LocalIdentity(0, key),
+        peers,
+        settings=None,
+        clock=None,
+        handshake_rate=None,
+        handshake_burst=DEFAULT_HANDSHAKE_BURST,
+    )
+    transport = bind_server(None, "127.0.0.1:0")
+    try:
+        async with trio.open_nursery() as nursery:
+            stats = UDPStats()
+            sender = UDPSender(transport, stats)
+            server = trio_sudp.SUDPServer(core, sender, nursery)
+            receiver = UDPReceiver(
+                transport, stats, ServerPath(core, server.runners, sink), boundary=sender.batch
+            )
+            nursery.start_soon(sender.run_writer)
+            nursery.start_soon(receiver.run)
+            yield server
+            server.close()
+            nursery.cancel_scope.cancel()
+    finally:
+        transport.close()
 
 
 @dataclass
@@ -397,7 +434,7 @@ def _bench_echo(args: argparse.Namespace, placement: str) -> dict[str, Any]:
     names = {
         "plain": "plain Trio (await recvfrom/sendto)",
         "library": "library, async for + send_nowait",
-        "hook": "library, on_payload hook (VPN path)",
+        "hook": "library, payload hook (VPN path)",
     }
     for (mode, version), r in best.items():
         spread = [x.pps for x in results[(mode, version)]]
@@ -461,8 +498,7 @@ def _bare_protocol_us(version: Version, count: int) -> float:
     client.connect(now)
     for _ in range(4):  # handshake, ServerHandshake, EpochAck
         for datagram, _ in client.take_datagrams():
-            session = core.session_for(datagram, address, now)
-            assert session is not None
+            session = core.sessions[core.route(datagram, address, now)]
             session.receive(datagram, address, now)
             for reply, _ in session.take_datagrams():
                 client.receive(reply, ("192.0.2.1", 7000), now)
@@ -542,13 +578,16 @@ async def _library_oneway_us(version: Version, count: int, consumer: str) -> flo
     """µs per packet, client ``send_nowait`` to server delivery, both in this process."""
     server_key, client_key = PrivateKey.generate(), PrivateKey.generate()
     shared = shared_for(version)
+    state = _Count()
+    peers = [Peer(1, client_key.public_key, version, shared)]
+    if consumer == "hook":
+        opened = hooked_server(server_key, peers, lambda runner, payload: state.arrived())
+    else:
+        opened = trio_sudp.open_server(
+            "127.0.0.1:0", local=LocalIdentity(0, server_key), peers=peers, handshake_rate=None
+        )
     async with (
-        trio_sudp.open_server(
-            "127.0.0.1:0",
-            local=LocalIdentity(0, server_key),
-            peers=[Peer(1, client_key.public_key, version, shared)],
-            handshake_rate=None,
-        ) as server,
+        opened as server,
         trio_sudp.open_client(
             ("127.0.0.1", server.local_address[1]),
             local=LocalIdentity(1, client_key),
@@ -556,10 +595,7 @@ async def _library_oneway_us(version: Version, count: int, consumer: str) -> flo
         ) as client,
         trio.open_nursery() as nursery,
     ):
-        state = _Count()
-        if consumer == "hook":
-            server.on_payload = lambda runner, payload: state.arrived()
-        else:
+        if consumer != "hook":
 
             async def consume() -> None:
                 async for _ in server:
@@ -616,7 +652,8 @@ def bench_overhead(args: argparse.Namespace) -> dict[str, Any]:
     )
     print(
         "  library total: client.send_nowait -> UDP task -> PeerRunner.handle -> delivery\n"
-        "  (hook: server.on_payload; async-for: `async for` over the server) in bursts of 64.\n"
+        "  (hook: payloads to a sink in the UDP task, as the VPN's receive path does;\n"
+        "  async-for: `async for` over the server) in bursts of 64.\n"
         "  plain Trio: `await sock.sendto` -> `await sock.recvfrom`, the same bursts."
     )
     return out
@@ -1070,8 +1107,7 @@ def _protocol_handshakes_us(version: Version, count: int) -> tuple[float, float]
         for datagram, vaddr in datagrams:
             address = (fake_host(vaddr), 40000)
             now = time.monotonic()
-            session = core.session_for(datagram, address, now)
-            assert session is not None
+            session = core.sessions[core.route(datagram, address, now)]
             session.receive(datagram, address, now)
             session.take_datagrams()
             session.take_events()
@@ -1205,7 +1241,7 @@ def bench_handshakes(args: argparse.Namespace) -> dict[str, Any]:
         rows,
     )
     print(
-        "  protocol core: the same datagrams through ServerCore.session_for + Session.receive\n"
+        "  protocol core: the same datagrams through ServerCore.route + Session.receive\n"
         "  with no Trio; runtime: the rest (UDP task, demux, the peer's nursery and expiry task)."
     )
     table(

@@ -150,12 +150,12 @@ class Pair:
             events = session.take_events()
             self.server_events += events
             self.timeline += [(self.now, "server", e) for e in events]
-        self.server_events += self.core.take_events()
 
     def deliver_to_server(self, datagram: bytes, addr: Any) -> bytes | None:
         if self.server_down:
             return None
-        session = self.core.session_for(datagram, addr, self.now)
+        vaddr = self.core.route(datagram, addr, self.now)
+        session = self.core.sessions.get(vaddr)
         payload = None if session is None else session.receive(datagram, addr, self.now)
         if payload is not None:
             self.to_server.append(payload)
@@ -194,9 +194,9 @@ class Pair:
                 _, _, direction, datagram, addr = heapq.heappop(self._queue)
                 self._deliver(direction, datagram, addr)
                 self.flush()
-            self.client.poll(self.now)
+            self.client.handle_timer(self.now)
             for session in self.core.sessions.values():
-                session.poll(self.now)
+                session.handle_timer(self.now)
             self.flush()
         raise AssertionError("run_until did not converge")
 

@@ -123,7 +123,7 @@ async def test_nat_rebinding_followed_after_authenticated_message(
         async with setup.server([1]) as server, trio.open_nursery() as nursery:
             nursery.start_soon(echo, server)
             async with setup.client(1) as client:
-                transport = client._endpoint.transport
+                transport = client.sender.transport
                 public = setup.net.add_nat(transport, ("192.0.2.50", 4000))  # type: ignore[arg-type]
                 await client.send(b"through the nat")
                 assert await client.receive() == b"through the nat"

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from pair import CLIENT_ADDR, SERVER_ADDR, Pair
+from pair import CLIENT_ADDR, CLIENT_VADDR, SERVER_ADDR, Pair
 from trio_sudp.protocol import (
+    NO_PEER,
     ClientSession,
     Connected,
     ControlFlag,
@@ -556,13 +557,14 @@ def test_unknown_peer_and_rate_limit_counted_by_the_server_core() -> None:
     pair.flush()
     handshake = pair.wire_c2s[0]
     forged_src = handshake[:4] + b"\x00\x63" + handshake[6:]
-    assert pair.core.session_for(forged_src, CLIENT_ADDR, pair.now) is None
+    assert pair.core.route(forged_src, CLIENT_ADDR, pair.now) == NO_PEER
     assert pair.core.drops[DropReason.UNKNOWN_PEER] == 1
-    allowed = [pair.core.session_for(handshake, CLIENT_ADDR, pair.now) for _ in range(40)]
-    assert sum(s is not None for s in allowed) == 20  # the burst
+    allowed = [pair.core.route(handshake, CLIENT_ADDR, pair.now) for _ in range(40)]
+    assert allowed.count(CLIENT_VADDR) == 20  # the burst
+    assert allowed.count(NO_PEER) == 20
     assert pair.core.drops[DropReason.RATE_LIMITED] == 20
     # Another source host has its own bucket.
-    assert pair.core.session_for(handshake, ("198.51.100.99", 1), pair.now) is not None
+    assert pair.core.route(handshake, ("198.51.100.99", 1), pair.now) == CLIENT_VADDR
 
 
 def test_previous_key_dropped_once_its_data_cannot_be_fresh() -> None:

@@ -6,11 +6,12 @@ of what arrives, not only counts.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -21,13 +22,16 @@ import trio_sudp
 import trio_sudp.runtime.udp as udp_module
 from runtime_helpers import loopback_pair, needs_ipv6
 from trio_sudp import LocalIdentity, Peer, PrivateKey, Version
-from trio_sudp.runtime.endpoint import BACKLOG_LIMIT, RECEIVE_MANY_MIN, Endpoint
+from trio_sudp.runtime.batches import RECEIVE_MANY_MIN, UDP_BACKLOG_LIMIT
 from trio_sudp.runtime.peer import PeerRunner
+from trio_sudp.runtime.receive import ClientPath, ServerPath, UDPReceiver
+from trio_sudp.runtime.send import UDPSender
 from trio_sudp.runtime.transport import (
     MAX_SEGMENT_BYTES,
     MAX_SEGMENTS,
     RECV_SIZE,
     Address,
+    UDPStats,
     split_segments,
 )
 from trio_sudp.runtime.udp import UDPNetwork, UDPTransport
@@ -229,13 +233,12 @@ def refusing_transport(
     return UDPTransport(sock)
 
 
-async def run_endpoint_batch(
-    sender: Endpoint, batch: Sequence[tuple[bytes, Address]], receivers: list[UDPTransport]
+async def run_sender_batch(
+    sender: UDPSender, batch: Sequence[tuple[bytes, Address]], receivers: list[UDPTransport]
 ) -> list[list[bytes]]:
-    sender.begin_batch()
-    for data, address in batch:
-        sender.send(data, address)
-    sender.end_batch()
+    with sender.batch():
+        for data, address in batch:
+            sender.send(data, address)
     out = []
     for receiver in receivers:
         expected = sum(1 for _, a in batch if a == receiver.local_address)
@@ -251,12 +254,12 @@ async def test_no_gso_or_gro_when_the_kernel_refuses_the_options() -> None:
     try:
         assert transport.max_segment_size == 0
         assert not transport.gro
-        endpoint = Endpoint(transport)
+        out = UDPSender(transport, UDPStats())
         batch = [(datagram(i, 300), receiver.local_address) for i in range(10)]
-        [got] = await run_endpoint_batch(endpoint, batch, [receiver])
+        [got] = await run_sender_batch(out, batch, [receiver])
         assert got == [d for d, _ in batch]
-        assert endpoint.stats.tx_datagrams == 10
-        assert endpoint.stats.tx_segment_sends == 0
+        assert out.stats.tx_datagrams == 10
+        assert out.stats.tx_segment_sends == 0
     finally:
         transport.close()
         receiver.close()
@@ -270,19 +273,19 @@ async def test_gso_refused_by_the_kernel_turns_it_off_for_good(
     _, receiver = bind_pair("127.0.0.1", gro=False)
     transport._gso_limit = 0xFFFF  # as on Linux, also where the platform has no GSO
     try:
-        endpoint = Endpoint(transport)
+        out = UDPSender(transport, UDPStats())
         caplog.set_level("DEBUG", logger="trio_sudp")
         batch = [(datagram(i, 300), receiver.local_address) for i in range(10)]
-        [got] = await run_endpoint_batch(endpoint, batch, [receiver])
+        [got] = await run_sender_batch(out, batch, [receiver])
         assert got == [d for d, _ in batch]
         assert transport.max_segment_size == 0
         calls = type(transport._sock).sendmsg_calls
-        [got] = await run_endpoint_batch(endpoint, batch, [receiver])
+        [got] = await run_sender_batch(out, batch, [receiver])
         assert got == [d for d, _ in batch]
         assert type(transport._sock).sendmsg_calls == calls  # not tried again
-        assert endpoint.stats.tx_datagrams == 20
-        assert endpoint.stats.tx_segment_sends == 0
-        assert endpoint.stats.tx_errors == 0
+        assert out.stats.tx_datagrams == 20
+        assert out.stats.tx_segment_sends == 0
+        assert out.stats.tx_errors == 0
         assert sum("UDP GSO refused" in r.getMessage() for r in caplog.records) == 1
     finally:
         transport.close()
@@ -294,21 +297,21 @@ async def test_gso_refused_for_a_size_keeps_smaller_sizes() -> None:
     _, receiver = bind_pair("127.0.0.1", gro=False)
     transport._gso_limit = 0xFFFF
     try:
-        endpoint = Endpoint(transport)
+        out = UDPSender(transport, UDPStats())
         batch = [(datagram(i, 1400), receiver.local_address) for i in range(4)]
-        [got] = await run_endpoint_batch(endpoint, batch, [receiver])
+        [got] = await run_sender_batch(out, batch, [receiver])
         assert got == [d for d, _ in batch]
         assert transport.max_segment_size == 1399
         # Refused again at 700 bytes: the limit falls again; below 512 GSO is given up.
         batch = [(datagram(i, 700), receiver.local_address) for i in range(4)]
-        [got] = await run_endpoint_batch(endpoint, batch, [receiver])
+        [got] = await run_sender_batch(out, batch, [receiver])
         assert got == [d for d, _ in batch]
         assert transport.max_segment_size == 699
         batch = [(datagram(i, 100), receiver.local_address) for i in range(4)]
-        [got] = await run_endpoint_batch(endpoint, batch, [receiver])
+        [got] = await run_sender_batch(out, batch, [receiver])
         assert got == [d for d, _ in batch]
         assert transport.max_segment_size == 0
-        assert endpoint.stats.tx_datagrams == 12
+        assert out.stats.tx_datagrams == 12
     finally:
         transport.close()
         receiver.close()
@@ -333,12 +336,12 @@ def test_gso_and_gro_can_be_turned_off() -> None:
         transport.close()
 
 
-# ------------------------------------------------------------------ the endpoint
+# ------------------------------------------------------------------ the sender and the reader
 
 
 @linux_only
 @pytest.mark.parametrize("host", HOSTS)
-async def test_endpoint_batch_mixed_sizes_and_addresses(host: str) -> None:
+async def test_sender_batch_mixed_sizes_and_addresses(host: str) -> None:
     network = UDPNetwork(gro=False)
     sender = network.bind((host, 0))
     a, b = network.bind((host, 0)), network.bind((host, 0))
@@ -354,11 +357,11 @@ async def test_endpoint_batch_mixed_sizes_and_addresses(host: str) -> None:
                 batch.append((datagram(tag, size), B))
                 batch.append((datagram(tag + 1, size), B))
                 tag += 2
-        endpoint = Endpoint(sender)
-        got_a, got_b = await run_endpoint_batch(endpoint, batch, [a, b])
+        out = UDPSender(sender, UDPStats())
+        got_a, got_b = await run_sender_batch(out, batch, [a, b])
         assert got_a == [d for d, addr in batch if addr == A]
         assert got_b == [d for d, addr in batch if addr == B]
-        stats = endpoint.stats
+        stats = out.stats
         assert stats.tx_datagrams == len(batch)
         assert 0 < stats.tx_segment_sends < len(batch) // 4
         assert stats.tx_errors == stats.tx_backlog_drops == 0
@@ -370,11 +373,11 @@ async def test_endpoint_batch_mixed_sizes_and_addresses(host: str) -> None:
 async def test_outside_a_batch_each_send_goes_at_once() -> None:
     sender, receiver = bind_pair("127.0.0.1", gro=False)
     try:
-        endpoint = Endpoint(sender)
-        endpoint.send(b"one", receiver.local_address)
+        out = UDPSender(sender, UDPStats())
+        out.send(b"one", receiver.local_address)
         assert await receive_each(receiver, 1) == [(b"one", sender.local_address)]
-        endpoint.end_batch()  # without begin_batch: nothing to do
-        assert endpoint.stats.tx_datagrams == 1
+        out.end_batch()  # without begin_batch: nothing to do
+        assert out.stats.tx_datagrams == 1
     finally:
         sender.close()
         receiver.close()
@@ -435,57 +438,57 @@ def mixed_batch(count: int) -> list[tuple[bytes, Address]]:
 
 async def test_eagain_sends_the_rest_through_the_backlog_in_order() -> None:
     transport = RecordingTransport()
-    endpoint = Endpoint(transport, lambda d, a, now: None)  # type: ignore[arg-type]
+    out = UDPSender(transport, UDPStats())  # type: ignore[arg-type]
     batch = mixed_batch(200)
     async with trio.open_nursery() as nursery:
-        await nursery.start(endpoint.run)
+        nursery.start_soon(out.run_writer)
         transport.full_after = 3
-        endpoint.begin_batch()
+        out.begin_batch()
         for data, address in batch:
-            endpoint.send(data, address)
-        endpoint.end_batch()
+            out.send(data, address)
+        out.end_batch()
         assert len(transport.calls) == 3
         # While the backlog holds datagrams, new ones queue behind them.
-        endpoint.send(b"later", ("10.0.0.1", 1))
-        endpoint.begin_batch()
-        endpoint.send(b"batched later", ("10.0.0.1", 1))
-        endpoint.end_batch()
+        out.send(b"later", ("10.0.0.1", 1))
+        out.begin_batch()
+        out.send(b"batched later", ("10.0.0.1", 1))
+        out.end_batch()
         await trio.testing.wait_all_tasks_blocked()
         transport.full_after = None
         transport.woken.set()
         await trio.testing.wait_all_tasks_blocked()
-        assert not endpoint._backlog
+        assert not out._backlog
         nursery.cancel_scope.cancel()
     expected = [*batch, (b"later", ("10.0.0.1", 1)), (b"batched later", ("10.0.0.1", 1))]
     assert transport.sent() == expected
     # The writer also sends runs with one call each.
     assert sum(kind == "gso" for kind, _, _ in transport.calls[3:]) > 0
-    assert endpoint.stats.tx_datagrams == len(expected)
+    assert out.stats.tx_datagrams == len(expected)
 
 
 async def test_batch_into_a_full_backlog_drops_and_counts() -> None:
     transport = RecordingTransport()
     transport.full_after = 0
-    endpoint = Endpoint(transport)  # type: ignore[arg-type]
-    endpoint.begin_batch()
-    for i in range(BACKLOG_LIMIT + 10):
-        endpoint.send(datagram(i, 100), ("10.0.0.1", 1))
-    endpoint.end_batch()
-    assert len(endpoint._backlog) == BACKLOG_LIMIT
-    assert endpoint.stats.tx_backlog_drops == 10
-    assert [d for d, _ in endpoint._backlog][:3] == [datagram(i, 100) for i in range(3)]
+    out = UDPSender(transport, UDPStats())  # type: ignore[arg-type]
+    out.begin_batch()
+    for i in range(UDP_BACKLOG_LIMIT + 10):
+        out.send(datagram(i, 100), ("10.0.0.1", 1))
+    out.end_batch()
+    assert len(out._backlog) == UDP_BACKLOG_LIMIT
+    assert out.stats.tx_backlog_drops == 10
+    assert [d for d, _ in out._backlog][:3] == [datagram(i, 100) for i in range(3)]
 
 
 async def test_fake_transport_batches_and_checks_the_rules() -> None:
     net = FakeNetwork()
     sender, receiver = net.bind(("10.0.0.1", 1)), net.bind(("10.0.0.2", 2))
-    endpoint = Endpoint(sender)
+    out = UDPSender(sender, UDPStats())
     batch = [(datagram(i, 200), receiver.local_address) for i in range(5)]
-    endpoint.begin_batch()
+    out.begin_batch()
     for data, address in batch:
-        endpoint.send(data, address)
-    endpoint.end_batch()
-    assert endpoint.stats.tx_segment_sends == 1
+        out.send(data, address)
+    out.end_batch()
+    assert out.stats.tx_segment_sends == 1
     assert [receiver.recv_nowait()[0] for _ in range(5)] == [d for d, _ in batch]
     with pytest.raises(ValueError, match="UDP GSO could not send"):
         sender.send_segments_nowait([b"ab", b"abc"], receiver.local_address)
@@ -493,62 +496,100 @@ async def test_fake_transport_batches_and_checks_the_rules() -> None:
         sender.send_segments_nowait([b"ab", b""], receiver.local_address)
 
 
+class RecordingPath:
+    """A datagram path that records what the reader hands it."""
+
+    def __init__(self, total: int) -> None:
+        self.singles: list[tuple[bytes, Address]] = []
+        self.runs: list[tuple[list[bytes], Address]] = []
+        self.total = total
+        self.done = trio.Event()
+
+    def _check(self) -> None:
+        if len(self.singles) + sum(len(ds) for ds, _ in self.runs) == self.total:
+            self.done.set()
+
+    def datagram(self, datagram: bytes, address: Address, now: float) -> None:
+        self.singles.append((datagram, address))
+        self._check()
+
+    def datagrams(self, datagrams: list[bytes], address: Address, now: float) -> None:
+        self.runs.append((datagrams, address))
+        self._check()
+
+
 @linux_only
 @pytest.mark.parametrize("host", HOSTS)
-@pytest.mark.parametrize("many", [True, False])
-async def test_endpoint_reader_splits_gro_buffers(host: str, many: bool) -> None:
+async def test_reader_splits_gro_buffers(host: str) -> None:
     sender, transport = bind_pair(host)
-    singles: list[tuple[bytes, Address]] = []
-    runs: list[tuple[list[bytes], Address]] = []
     first = [datagram(i, 1200) for i in range(40)] + [datagram(40, 17)]
-    second = [datagram(50 + i, 333) for i in range(3)]  # too few for receive_many
+    second = [datagram(50 + i, 333) for i in range(3)]
     third = [datagram(60 + i, 333) for i in range(RECEIVE_MANY_MIN)]
-    total = len(first) + len(second) + len(third) + 1
-    done = trio.Event()
-
-    def single(d: bytes, a: Address, now: float) -> None:
-        singles.append((d, a))
-        if len(singles) + sum(len(ds) for ds, _ in runs) == total:
-            done.set()
-
-    def run(ds: list[bytes], a: Address, now: float) -> None:
-        runs.append((ds, a))
-        if len(singles) + sum(len(ds) for ds, _ in runs) == total:
-            done.set()
-
-    endpoint = Endpoint(transport, single, receive_many=run if many else None)
+    path = RecordingPath(len(first) + len(second) + len(third) + 1)
+    stats = UDPStats()
+    reader = UDPReceiver(transport, stats, path, boundary=contextlib.nullcontext)
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(endpoint.run)
+            nursery.start_soon(reader.run)
             sender.send_segments_nowait(first, transport.local_address)
             sender.send_nowait(b"single", transport.local_address)
             sender.send_segments_nowait(second, transport.local_address)
             sender.send_segments_nowait(third, transport.local_address)
             with trio.fail_after(5):
-                await done.wait()
+                await path.done.wait()
             nursery.cancel_scope.cancel()
     finally:
         sender.close()
         transport.close()
     source = sender.local_address
-    if many:
-        assert runs == [(first, source), (third, source)]
-        assert singles == [(d, source) for d in [b"single", *second]]
+    assert path.runs == [(first, source), (second, source), (third, source)]
+    assert path.singles == [(b"single", source)]
+    assert stats.rx_segment_receives == 3
+    assert stats.rx_datagrams == path.total
+
+
+@pytest.mark.parametrize("count", [1, RECEIVE_MANY_MIN - 1, RECEIVE_MANY_MIN, 9])
+def test_client_path_gives_runs_to_the_session_at_once_when_long_enough(count: int) -> None:
+    calls: list[tuple[str, int]] = []
+
+    class Runner:
+        def handle(self, datagram: bytes, address: Address, now: float) -> bytes:
+            calls.append(("one", 1))
+            return datagram.upper()
+
+        def handle_many(self, datagrams: list[bytes], address: Address, now: float) -> list[bytes]:
+            calls.append(("many", len(datagrams)))
+            return [d.upper() for d in datagrams]
+
+    delivered: list[bytes] = []
+    path = ClientPath(Runner(), delivered.append)  # type: ignore[arg-type]
+    run = [b"d%d" % i for i in range(count)]
+    path.datagrams(run, ("10.0.0.1", 7000), 0.0)
+    assert delivered == [d.upper() for d in run]
+    if count >= RECEIVE_MANY_MIN:
+        assert calls == [("many", count)]
     else:
-        assert singles == [(d, source) for d in [*first, b"single", *second, *third]]
-    assert endpoint.stats.rx_segment_receives == 3
-    assert endpoint.stats.rx_datagrams == total
+        assert calls == [("one", 1)] * count
 
 
-async def test_device_io_brackets_each_batch() -> None:
+async def test_device_io_reads_each_batch_inside_its_boundary() -> None:
     mine, kernel = memory_tun_pair()
     io = DeviceIO(mine)
     log: list[str] = []
-    io.handler = lambda packet, now: log.append(packet.decode())
-    io.before_batch = lambda: log.append("[")
-    io.after_batch = lambda: log.append("]")
+
+    @contextlib.contextmanager
+    def boundary() -> Iterator[None]:
+        log.append("[")
+        yield
+        log.append("]")
+
     async with trio.open_nursery() as nursery:
-        await nursery.start(io.run)
+        nursery.start_soon(
+            functools.partial(
+                io.run_reader, lambda packet, now: log.append(packet.decode()), boundary=boundary
+            )
+        )
+        await trio.testing.wait_all_tasks_blocked()
         for i in range(3):
             kernel.write_nowait(b"p%d" % i)
         await trio.testing.wait_all_tasks_blocked()
@@ -568,16 +609,14 @@ async def test_batched_payloads_cross_a_real_socket_intact(version: Version) -> 
         async with loopback_pair(version) as (server, client):
             # As the VPN sends a TUN batch: collected, then out in GSO runs.
             for start in range(0, len(payloads), 50):
-                client.endpoint.begin_batch()
-                for payload in payloads[start : start + 50]:
-                    client.send_nowait(payload)
-                client.endpoint.end_batch()
+                with client.sender.batch():
+                    for payload in payloads[start : start + 50]:
+                        client.send_nowait(payload)
             got = [await server.receive() for _ in payloads]
             assert got == [(5, p) for p in payloads]
-            server.endpoint.begin_batch()
-            for payload in payloads:
-                server.send_nowait(5, payload[::-1])
-            server.endpoint.end_batch()
+            with server.sender.batch():
+                for payload in payloads:
+                    server.send_nowait(5, payload[::-1])
             back = [await client.receive() for _ in payloads]
             assert back == [p[::-1] for p in payloads]
             assert client.endpoint_statistics().tx_segment_sends > 0
@@ -597,9 +636,11 @@ async def test_server_receive_many_splits_runs_by_client(
     runs: list[tuple[int, int]] = []
     handle_many = PeerRunner.handle_many
 
-    def spy(runner: PeerRunner, datagrams: list[bytes], address: Address, now: float) -> None:
+    def spy(
+        runner: PeerRunner, datagrams: list[bytes], address: Address, now: float
+    ) -> list[bytes]:
         runs.append((runner.vaddr, len(datagrams)))
-        handle_many(runner, datagrams, address, now)
+        return handle_many(runner, datagrams, address, now)
 
     monkeypatch.setattr(PeerRunner, "handle_many", spy)
     net = FakeNetwork()
@@ -634,13 +675,17 @@ async def test_server_receive_many_splits_runs_by_client(
                     datagrams.append(session.send(b"payload %d" % i, now))
                 before = {v: s.rx_packets for v, s in server.statistics().items()}
                 delivered: list[tuple[int, bytes]] = []
-                server.on_payload = lambda runner, p: delivered.append((runner.vaddr, p))
+                path = ServerPath(
+                    server.core,
+                    server.runners,
+                    lambda runner, p: delivered.append((runner.vaddr, p)),
+                )
                 # Each run goes to its client's session; the source address is client
                 # 5's for all, as if both sat behind one address.
                 source = clients[5].local_address
-                server._receive_many(datagrams[:2], source, now)
-                server._receive_many(datagrams[2:11], source, now)
-                server._receive_many(datagrams[11:], clients[6].local_address, now)
+                path.datagrams(datagrams[:2], source, now)
+                path.datagrams(datagrams[2:11], source, now)
+                path.datagrams(datagrams[11:], clients[6].local_address, now)
                 assert delivered == [(v, b"payload %d" % i) for i, v in enumerate(order)]
                 # Runs long enough went to the session at once, the rest one by one.
                 assert runs == [(6, 4), (5, 4)]

@@ -9,9 +9,10 @@ import pytest
 import trio
 import trio.testing
 
+from trio_sudp.runtime.batches import TUN_WRITE_BATCH
 from trio_sudp.testing.packets import tcp_segment, udp4
 from trio_sudp.vpn.coalesce import PLAIN_HEADER
-from trio_sudp.vpn.device import WRITE_BATCH_LIMIT, DeviceIO
+from trio_sudp.vpn.device import DeviceIO
 
 
 class FakeVnetDevice:
@@ -114,13 +115,13 @@ def test_a_long_batch_is_written_in_parts() -> None:
     device = FakeVnetDevice()
     io = DeviceIO(device)
     io.begin_write_batch()
-    for packet in bulk(WRITE_BATCH_LIMIT + 3, size=100):
+    for packet in bulk(TUN_WRITE_BATCH + 3, size=100):
         io.write(packet)
-    assert device.writes  # the first WRITE_BATCH_LIMIT went out already
+    assert device.writes  # the first TUN_WRITE_BATCH went out already
     written = sum(len(data) - 40 for _, data in device.writes)
-    assert written == WRITE_BATCH_LIMIT * 100
+    assert written == TUN_WRITE_BATCH * 100
     io.end_write_batch()
-    assert io.stats.tx_packets == WRITE_BATCH_LIMIT + 3
+    assert io.stats.tx_packets == TUN_WRITE_BATCH + 3
 
 
 def test_a_refused_gso_write_turns_merging_off(caplog: pytest.LogCaptureFixture) -> None:
@@ -161,10 +162,10 @@ def test_a_refused_plain_packet_leaves_merging_on() -> None:
 async def test_a_full_device_queues_merged_writes_in_order() -> None:
     device = FakeVnetDevice()
     device.blocked = True
-    io = DeviceIO(device, handler=lambda packet, now: None)
+    io = DeviceIO(device)
     first, second = bulk(4), [udp4("10.0.0.2", "10.0.0.1", 1, 2, b"late")]
     async with trio.open_nursery() as nursery:
-        await nursery.start(io.run)
+        nursery.start_soon(io.run_writer)
         io.begin_write_batch()
         for packet in first:
             io.write(packet)

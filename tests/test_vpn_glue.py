@@ -18,8 +18,8 @@ import trio
 import trio.testing
 
 from runtime_helpers import client_key, client_peer, server_key, server_peer, wait_for
-from trio_sudp import SessionSettings, Version
-from trio_sudp.protocol.peers import Peer
+from trio_sudp import Version
+from trio_sudp.config import ClientConfig, PeerConfig, ServerConfig
 from trio_sudp.testing import (
     FakeNetwork,
     LinkConfig,
@@ -33,41 +33,6 @@ from trio_sudp.vpn.client import VpnClient, run_client
 from trio_sudp.vpn.server import VpnServer, run_server
 
 SERVER_LISTEN = ("10.99.0.1", 7000)
-
-
-@attrs.frozen
-class Entry:
-    peer: Peer
-    addresses: tuple[Any, ...]
-    routes: tuple[Any, ...] = ()
-    name: str | None = None
-
-
-@attrs.frozen
-class ServerSpecImpl:
-    listen: tuple[str, int]
-    private_key: Any
-    addresses: tuple[Any, ...]
-    peers: tuple[Entry, ...]
-    mtu: int | None = None
-    interface: str | None = None
-    settings: SessionSettings = attrs.field(factory=SessionSettings)
-    handshake_rate: float | None = 20.0
-
-
-@attrs.frozen
-class ClientSpecImpl:
-    private_key: Any
-    vaddr: int
-    addresses: tuple[Any, ...]
-    endpoint: str
-    server: Peer
-    server_address: Any
-    mtu: int | None = None
-    interface: str | None = None
-    full_tunnel: bool = False
-    routes: tuple[Any, ...] = ()
-    settings: SessionSettings = attrs.field(factory=SessionSettings)
 
 
 def echo_request(src: str, dst: str) -> bytes:
@@ -107,10 +72,16 @@ async def world(version: Version, vaddrs: list[int], **client_opts: Any) -> Asyn
     net = FakeNetwork(seed=5, default_link=LinkConfig(delay=0.003))
     clock = TrioWallClock()
     entries = tuple(
-        Entry(client_peer(v, version), (ipaddress.ip_address(f"10.0.0.{v + 1}"),)) for v in vaddrs
+        PeerConfig(
+            peer=client_peer(v, version), addresses=(ipaddress.ip_address(f"10.0.0.{v + 1}"),)
+        )
+        for v in vaddrs
     )
-    spec = ServerSpecImpl(
-        SERVER_LISTEN, server_key(), (ipaddress.ip_interface("10.0.0.1/24"),), entries
+    spec = ServerConfig(
+        listen=SERVER_LISTEN,
+        private_key=server_key(),
+        addresses=(ipaddress.ip_interface("10.0.0.1/24"),),
+        peers=entries,
     )
     server_dev, server_kernel_end = memory_tun_pair(names=("srv0", "kernel"))
     server_backend = MemoryNetBackend()
@@ -129,13 +100,13 @@ async def world(version: Version, vaddrs: list[int], **client_opts: Any) -> Asyn
         for v in vaddrs:
             dev, kernel_end = memory_tun_pair(names=(f"cli{v}", "kernel"))
             backend = MemoryNetBackend()
-            cspec = ClientSpecImpl(
-                client_key(v),
-                v,
-                (ipaddress.ip_interface(f"10.0.0.{v + 1}/24"),),
-                f"{SERVER_LISTEN[0]}:{SERVER_LISTEN[1]}",
-                server_peer(v, version),
-                ipaddress.ip_address("10.0.0.1"),
+            cspec = ClientConfig(
+                private_key=client_key(v),
+                vaddr=v,
+                addresses=(ipaddress.ip_interface(f"10.0.0.{v + 1}/24"),),
+                endpoint=f"{SERVER_LISTEN[0]}:{SERVER_LISTEN[1]}",
+                server=server_peer(v, version),
+                server_address=ipaddress.ip_address("10.0.0.1"),
                 **client_opts,
             )
             w.clients[v] = await nursery.start(
@@ -150,7 +121,7 @@ async def world(version: Version, vaddrs: list[int], **client_opts: Any) -> Asyn
 
 
 async def _client(
-    spec: ClientSpecImpl,
+    spec: ClientConfig,
     net: FakeNetwork,
     dev: MemoryTun,
     backend: MemoryNetBackend,
@@ -230,7 +201,7 @@ async def test_packet_too_big_answered_with_icmp(autojump_clock: trio.testing.Mo
             assert reply[9] == 1  # ICMP
             assert reply[20:22] == b"\x03\x04"  # Destination Unreachable, Fragmentation Needed
             assert struct.unpack(">H", reply[26:28])[0] == 1400  # next-hop MTU
-            assert w.clients[1].drops["too_big"] == 1
+            assert w.clients[1].uplink.drops["too_big"] == 1
             assert w.server_kernel.end.statistics().queued == 0
 
 
@@ -240,4 +211,4 @@ async def test_unknown_destination_from_the_tun_is_counted(
     with trio.fail_after(30):
         async with world(Version.V3, [1]) as w:
             w.server_kernel.send(echo_request("10.0.0.1", "10.0.0.99"))
-            await wait_for(lambda: w.server.drops.get("no_route", 0) == 1, limit=5)
+            await wait_for(lambda: w.server.router.drops.get("no_route", 0) == 1, limit=5)

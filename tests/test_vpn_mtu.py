@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import socket
 import struct
+from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
+import typer
 from hypothesis import given
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from trio_sudp.cli.config_commands import register
+from trio_sudp.config import add_client, init_server, load_server_config
 from trio_sudp.protocol.constants import Version
 from trio_sudp.protocol.errors import ConfigError
+from trio_sudp.testing import FakeNetwork, MemoryNetBackend, MemoryTun, memory_tun_pair
 from trio_sudp.vpn.mtu import (
     check_mtu,
     default_tunnel_mtu,
@@ -19,6 +29,7 @@ from trio_sudp.vpn.mtu import (
     validate_tunnel_mtu,
 )
 from trio_sudp.vpn.packet import validate
+from trio_sudp.vpn.server import run_server
 
 ROUTER4 = socket.inet_aton("10.0.0.1")
 ROUTER6 = socket.inet_pton(socket.AF_INET6, "fd00::1")
@@ -114,3 +125,46 @@ def test_check_mtu_never_raises(data: bytes, mtu: int) -> None:
     fits, reply = check_mtu(data, mtu, source_v4=ROUTER4, source_v6=ROUTER6)
     assert fits == (len(data) <= mtu)
     assert reply is None or (not fits and validate(reply) is None)
+
+
+@pytest.mark.parametrize(("version", "clients"), [(2, 0), (2, 1), (3, 0), (3, 1)])
+async def test_check_prints_the_mtu_that_serve_sets(
+    tmp_path: Path, version: int, clients: int, autojump_clock: trio.testing.MockClock
+) -> None:
+    """One owner for the tunnel MTU: what ``check`` prints is what ``serve`` configures."""
+    path = tmp_path / "server.toml"
+    init_server(path, listen="192.0.2.1:7000", endpoint="192.0.2.1:7000", version=version)
+    for i in range(clients):
+        add_client(path, tmp_path / f"client{i}.toml", version=version)
+    result = CliRunner().invoke(check_app(), ["check", "-c", str(path)])
+    assert result.exit_code == 0, result.output
+    match = re.search(r"MTU (\d+)", result.output)
+    assert match is not None, result.output
+    checked = int(match.group(1))
+    assert checked == default_tunnel_mtu(Version(version))
+
+    config = load_server_config(path)
+    opened: list[int | None] = []
+    device, _kernel = memory_tun_pair(names=("srv0", "kernel"))
+
+    def open_device(name: str | None, *, mtu: int | None) -> MemoryTun:
+        opened.append(mtu)
+        return device
+
+    backend = MemoryNetBackend()
+    async with trio.open_nursery() as nursery:
+        vpn = await nursery.start(
+            functools.partial(
+                run_server, config, network=FakeNetwork(), open_device=open_device, backend=backend
+            )
+        )
+        assert opened == [checked]
+        assert backend.mtu == {"srv0": checked}
+        assert vpn.status()["mtu"] == checked
+        nursery.cancel_scope.cancel()
+
+
+def check_app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app

@@ -20,7 +20,7 @@ from ..protocol.crypto import PrivateKey, PublicKey
 from ..protocol.peers import LocalIdentity, Peer
 from ..protocol.settings import SessionSettings
 from ..runtime.udp import parse_host_port
-from ..vpn.mtu import default_tunnel_mtu
+from ..vpn.mtu import tunnel_mtu
 from ..vpn.routing import RouteTable
 
 __all__ = [
@@ -147,9 +147,7 @@ class ServerConfig:
     @property
     def tunnel_mtu(self) -> int:
         """``mtu``, or the smallest default of the versions in use (1400 for v3, 1420 v2)."""
-        if self.mtu is not None:
-            return self.mtu
-        return min(default_tunnel_mtu(v) for v in self.versions)
+        return tunnel_mtu(self.mtu, self.versions)
 
     def peer(self, vaddr: int) -> PeerConfig | None:
         """The client with this virtual address, if configured."""
@@ -216,7 +214,7 @@ class ClientConfig:
     @property
     def tunnel_mtu(self) -> int:
         """``mtu``, or the default of the server's version (1400 for v3, 1420 for v2)."""
-        return self.mtu if self.mtu is not None else default_tunnel_mtu(self.server.version)
+        return tunnel_mtu(self.mtu, (self.server.version,))
 
     @property
     def endpoint_host_port(self) -> tuple[str, int]:

@@ -7,6 +7,8 @@ timestamps SUDP puts on the wire.
 
 from __future__ import annotations
 
+from .address import Address
+from .client import ClientSession
 from .clock import ManualClock, SystemClock, WallClock
 from .constants import ControlFlag, Kind, Version, max_payload
 from .crypto import EphemeralKey, PrivateKey, PublicKey
@@ -28,17 +30,18 @@ from .events import (
     Expired,
     HandshakeFailed,
     HandshakeStarted,
-    PacketDropped,
     Rekeyed,
     Roamed,
     SessionLost,
 )
 from .peers import LocalIdentity, Peer
-from .server import ServerCore
-from .session import ClientSession, ServerPeerSession, Session, SessionState, SessionStats
+from .server import NO_PEER, ServerCore, ServerPeerSession
+from .session import Session, SessionState, SessionStats
 from .settings import SessionSettings
 
 __all__ = [
+    "NO_PEER",
+    "Address",
     "BadPacket",
     "ClientSession",
     "ConfigError",
@@ -57,7 +60,6 @@ __all__ = [
     "LocalProtocolError",
     "ManualClock",
     "NotConnected",
-    "PacketDropped",
     "PayloadTooLarge",
     "Peer",
     "PrivateKey",

@@ -1,12 +1,14 @@
-"""Events a session reports to its driver (frozen, comparable, cheap to ignore)."""
+"""Events a session reports to its driver (frozen, comparable, cheap to ignore).
+
+Events are about the session, never about single datagrams: a refused datagram is
+only counted (``SessionStats.drops``), so that a flood costs no object per datagram.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 
-from .errors import DropReason
+from .address import Address
 
 __all__ = [
     "Connected",
@@ -14,7 +16,6 @@ __all__ = [
     "Expired",
     "HandshakeFailed",
     "HandshakeStarted",
-    "PacketDropped",
     "Rekeyed",
     "Roamed",
     "SessionLost",
@@ -34,7 +35,7 @@ class Connected:
     """The first epoch key with this peer is in use."""
 
     epoch: int
-    endpoint: Any
+    endpoint: Address | None
 
 
 @attrs.frozen
@@ -63,8 +64,8 @@ class SessionLost:
 class Roamed:
     """The peer's endpoint moved (NAT rebinding, roaming), seen on an authenticated message."""
 
-    old: Any
-    new: Any
+    old: Address
+    new: Address
 
 
 @attrs.frozen
@@ -74,21 +75,4 @@ class Expired:
     idle_for: float
 
 
-@attrs.frozen
-class PacketDropped:
-    """A datagram was not accepted, and why."""
-
-    reason: DropReason
-    detail: str = ""
-
-
-Event = (
-    HandshakeStarted
-    | Connected
-    | Rekeyed
-    | HandshakeFailed
-    | SessionLost
-    | Roamed
-    | Expired
-    | PacketDropped
-)
+Event = HandshakeStarted | Connected | Rekeyed | HandshakeFailed | SessionLost | Roamed | Expired

@@ -7,13 +7,8 @@ window (the highest counter and the missing counters below it) for nonces that s
 it; any other nonce is remembered in a bounded FIFO set. Memory is bounded by
 ``window`` and ``memory`` entries whatever the traffic.
 
-The in-order case is the per-packet one, so its state is two public attributes that
-the session's data path tests inline (see :meth:`ReplayFilter.check`)::
-
-    if prefix == f.prefix and counter == f.next_counter:
-        f.next_counter = counter + 1      # accepted, nothing else to remember
-    elif not f.check(prefix, counter):
-        ...                               # a replay
+The in-order case (the next counter under the learned prefix) is the per-packet one:
+:meth:`ReplayFilter.check` tests it first and remembers nothing else for it.
 """
 
 from __future__ import annotations
@@ -51,6 +46,9 @@ class ReplayFilter:
     def check(self, prefix: int, counter: int) -> bool:
         """:meth:`accept` for a nonce given as its 4-byte prefix and 8-byte counter."""
         if prefix == self.prefix:
+            if counter == self.next_counter:
+                self.next_counter = counter + 1
+                return True
             top = self.next_counter - 1
             if counter > top:
                 self._skip_to(counter, top)

@@ -2,8 +2,8 @@
 
 ``decode_untrusted`` treats its input as hostile: any malformed datagram raises
 :class:`~trio_sudp.protocol.errors.BadPacket` with a :class:`DropReason`, and nothing
-else. It checks structure only; authentication (tags, signatures, AES-GCM) is done by
-``verify_handshake``, ``verify_control`` and ``open_data``, which raise the same error.
+else. It checks structure only; :func:`verify_signed` authenticates handshakes and
+Control messages (header tag, then signature), and ``datapath.open_data`` opens Data.
 
 The encoders never build anything a Go peer would choke on (SPEC §6): no datagram
 over 2048 bytes and no payload over 1996 (v2) / 1976 (v3) bytes.
@@ -15,8 +15,6 @@ import struct
 from typing import Final
 
 import attrs
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .constants import (
     CONTROL_FIELDS_SIZE,
@@ -30,13 +28,11 @@ from .constants import (
     Kind,
     Version,
     control_body_size,
-    data_overhead,
     handshake_body_size,
-    max_payload,
     tag_size,
 )
 from .crypto import HeaderTagger, PrivateKey, PublicKey, constant_time_equal
-from .errors import BadPacket, DropReason, PayloadTooLarge
+from .errors import BadPacket, DropReason
 
 __all__ = [
     "ControlMessage",
@@ -47,12 +43,9 @@ __all__ = [
     "decode_header_untrusted",
     "decode_untrusted",
     "encode_control",
-    "encode_data",
     "encode_handshake",
     "encode_header",
-    "open_data",
-    "verify_control",
-    "verify_handshake",
+    "verify_signed",
 ]
 
 HEADER_STRUCT: Final = struct.Struct(">BBHHHIQ")
@@ -198,59 +191,26 @@ def decode_untrusted(datagram: bytes, *, version: Version | None = None) -> Mess
     )
 
 
-def _check_tag(header: Header, tag: bytes, tagger: HeaderTagger) -> None:
-    if not constant_time_equal(tagger(header.raw), tag):
-        raise BadPacket(DropReason.HEADER_TAG_MISMATCH, "header tag does not match the header")
-
-
-def verify_handshake(
-    message: HandshakeMessage,
+def verify_signed(
+    message: HandshakeMessage | ControlMessage,
     tagger: HeaderTagger,
     signer: PublicKey,
     *,
     tolerate_v2_left_aligned: bool = False,
-) -> None:
-    """Check a handshake's header tag (cheap) and then its signature (costly)."""
-    _check_tag(message.header, message.tag, tagger)
+) -> DropReason | None:
+    """Check a signed message's header tag (cheap) and then its signature (costly).
+
+    Returns ``None`` when both hold, else ``HEADER_TAG_MISMATCH`` or ``BAD_SIGNATURE``.
+    """
+    if not constant_time_equal(tagger(message.header.raw), message.tag):
+        return DropReason.HEADER_TAG_MISMATCH
     if not signer.verify(
         message.signature,
         message.signed_bytes,
         tolerate_v2_left_aligned=tolerate_v2_left_aligned,
     ):
-        raise BadPacket(DropReason.BAD_SIGNATURE, "handshake signature does not verify")
-
-
-def verify_control(
-    message: ControlMessage,
-    tagger: HeaderTagger,
-    signer: PublicKey,
-    *,
-    tolerate_v2_left_aligned: bool = False,
-) -> None:
-    """Check a control message's header tag (cheap) and then its signature (costly)."""
-    _check_tag(message.header, message.tag, tagger)
-    if not signer.verify(
-        message.signature,
-        message.signed_bytes,
-        tolerate_v2_left_aligned=tolerate_v2_left_aligned,
-    ):
-        raise BadPacket(DropReason.BAD_SIGNATURE, "control signature does not verify")
-
-
-def open_data(message: DataMessage, tagger: HeaderTagger, aead: AESGCM) -> bytes:
-    """Decrypt a data message and check its inner tag; return the payload."""
-    try:
-        plaintext = aead.decrypt(message.nonce, message.sealed, None)
-    except InvalidTag:
-        raise BadPacket(DropReason.GCM_AUTH_FAIL, "AES-GCM authentication failed") from None
-    tlen = tag_size(message.header.version)
-    if len(plaintext) < tlen:
-        raise BadPacket(
-            DropReason.PLAINTEXT_TOO_SHORT, f"{len(plaintext)}-byte plaintext, tag is {tlen}"
-        )
-    if not constant_time_equal(plaintext[:tlen], tagger(message.header.raw)):
-        raise BadPacket(DropReason.INNER_TAG_MISMATCH, "inner tag does not match the header")
-    return plaintext[tlen:]
+        return DropReason.BAD_SIGNATURE
+    return None
 
 
 def encode_handshake(
@@ -295,34 +255,3 @@ def encode_control(
         raise ValueError(f"control field out of range: {exc}") from None
     signed = tagger(header) + fields
     return header + signed + signer.sign(signed)
-
-
-def check_payload_size(version: Version, size: int) -> None:
-    """Raise ``PayloadTooLarge`` if a payload would not fit in a datagram a Go peer reads."""
-    limit = max_payload(version)
-    if size > limit:
-        raise PayloadTooLarge(f"payload of {size} bytes exceeds the SUDP v{version} limit {limit}")
-
-
-def encode_data(
-    version: Version,
-    *,
-    src: int,
-    dst: int,
-    epoch: int,
-    time: int,
-    payload: bytes,
-    tagger: HeaderTagger,
-    aead: AESGCM,
-    nonce: bytes,
-) -> bytes:
-    """Build and encrypt a Data message (the general path; sessions use a faster inline one)."""
-    check_payload_size(version, len(payload))
-    if len(nonce) != NONCE_SIZE:
-        raise ValueError(f"nonce must be {NONCE_SIZE} bytes")
-    if not 0 <= time <= _U64_MAX:
-        raise ValueError("time out of range")
-    header = encode_header(
-        version, Kind.DATA, len(payload) + data_overhead(version), src, dst, epoch, time
-    )
-    return header + nonce + aead.encrypt(nonce, tagger(header) + payload, None)

@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 import trio
 
 from ..protocol import events as ev
+from ..protocol.client import ClientSession
 from ..protocol.clock import WallClock
 from ..protocol.constants import SERVER_VADDR
 from ..protocol.errors import ConfigError, HandshakeError
 from ..protocol.peers import LocalIdentity, Peer, check_client_vaddr
-from ..protocol.session import ClientSession, SessionState
+from ..protocol.session import SessionState
 from ..protocol.settings import SessionSettings
 from .common import (
     AddressLike,
@@ -23,12 +24,15 @@ from .common import (
     collapse_exception_groups,
     resolve_for,
 )
-from .endpoint import Endpoint, EndpointStats
 from .peer import PeerRunner, PeerStatistics
-from .transport import Address, DatagramNetwork
+from .receive import ClientPath, UDPReceiver
+from .send import UDPSender
+from .transport import Address, DatagramNetwork, DatagramTransport, UDPStats
 from .udp import UDPNetwork
 
 __all__ = ["SUDPClient", "open_client", "serve_client"]
+
+PeerObserver = Callable[[PeerRunner, ev.Event], None]
 
 
 class SUDPClient:
@@ -38,32 +42,38 @@ class SUDPClient:
     queue; when the application does not keep up, new ones are dropped and counted
     (``statistics().drops["receive_queue_full"]``) while keepalives, handshakes and
     rekeys go on. Use it from the Trio run that opened it.
+
+    ``receive_queue`` ``0`` means no queue: something else takes the payloads (the
+    VPN writes them to its TUN device, straight from the receive path).
     """
 
     def __init__(
-        self, session: ClientSession, runner: PeerRunner, endpoint: Endpoint, receive_queue: int
+        self,
+        session: ClientSession,
+        sender: UDPSender,
+        *,
+        receive_queue: int,
+        on_event: PeerObserver | None = None,
     ) -> None:
-        self._runner = runner
         self._session = session
-        self._endpoint = endpoint
-        self._send_channel, self._receive_channel = trio.open_memory_channel[bytes](receive_queue)
+        self._sender = sender
+        self._runner = PeerRunner(session, sender, on_event=self._event)
+        self._on_event = on_event
+        self._channels = trio.open_memory_channel[bytes](receive_queue) if receive_queue else None
         self._closed = False
-        self._on_payload: Callable[[PeerRunner, bytes], None] = self._deliver
-        runner.on_payload = self._deliver
-        #: Extra observer of every session event (the VPN and the control socket use it).
-        self.on_event: Callable[[PeerRunner, ev.Event], None] | None = None
         self._connected = trio.Event()
         self._first_failure: str | None = None
         self._first_result = trio.Event()
 
-    # Called by the runner (in the UDP task).
-    def _deliver(self, runner: PeerRunner, payload: bytes) -> None:
+    def deliver(self, payload: bytes) -> None:
+        """Queue a payload from the server for the application (in the UDP task)."""
+        assert self._channels is not None
         try:
-            self._send_channel.send_nowait(payload)
+            self._channels[0].send_nowait(payload)
         except trio.WouldBlock:
-            runner.drops["receive_queue_full"] += 1
+            self._runner.drops["receive_queue_full"] += 1
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            runner.drops["closed"] += 1
+            self._runner.drops["closed"] += 1
 
     def _event(self, runner: PeerRunner, event: ev.Event) -> None:
         if isinstance(event, ev.Connected | ev.Rekeyed):
@@ -72,24 +82,10 @@ class SUDPClient:
         elif isinstance(event, ev.HandshakeFailed) and not self._connected.is_set():
             self._first_failure = event.reason
             self._first_result.set()
-        if self.on_event is not None:
-            self.on_event(runner, event)
+        if self._on_event is not None:
+            self._on_event(runner, event)
 
     # ----------------------------------------------------------------- API
-
-    @property
-    def on_payload(self) -> Callable[[PeerRunner, bytes], None]:
-        """Where payloads go: the receive queue, unless replaced (the VPN writes to TUN).
-
-        Called in the UDP task as ``on_payload(runner, payload)``, so it must not block.
-        Setting it sets the runner's own hook (no indirection per packet).
-        """
-        return self._on_payload
-
-    @on_payload.setter
-    def on_payload(self, handler: Callable[[PeerRunner, bytes], None]) -> None:
-        self._on_payload = handler
-        self._runner.on_payload = handler
 
     @property
     def runner(self) -> PeerRunner:
@@ -97,19 +93,21 @@ class SUDPClient:
         return self._runner
 
     @property
-    def endpoint(self) -> Endpoint:
-        """The UDP task (the VPN brackets its TUN batches with its ``begin_batch``)."""
-        return self._endpoint
+    def sender(self) -> UDPSender:
+        """The UDP sender: ``with x.sender.batch(): ...`` sends what the block sends together
+        (UDP GSO), in one synchronous run."""
+        return self._sender
 
     @property
     def local_address(self) -> Address:
         """The local UDP address the client sends from."""
-        return self._endpoint.local_address
+        return self._sender.transport.local_address
 
     @property
     def server_address(self) -> Address:
         """The server's UDP address as the transport sees it."""
-        address: Address = self._session.endpoint
+        address = self._session.endpoint
+        assert address is not None  # a client always knows its server's address
         return address
 
     @property
@@ -119,6 +117,12 @@ class SUDPClient:
     @property
     def vaddr(self) -> int:
         return self._session.local.vaddr
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Start the session: its timer task in ``nursery``, and the first handshake."""
+        self._runner.timer.start_in(nursery)
+        self._session.connect(trio.current_time())
+        self._runner.service()
 
     async def wait_connected(self) -> None:
         """Wait for the first handshake; raise ``HandshakeError`` if it fails."""
@@ -135,10 +139,7 @@ class SUDPClient:
         """
         if self._closed:
             raise trio.ClosedResourceError("the client is closed")
-        session = self._session
-        self._endpoint.send(session.send(payload, trio.current_time()), session.endpoint)
-        if session.timers_changed:  # e.g. a silence deadline the send started
-            self._runner.service()
+        self._runner.send(payload, trio.current_time())
 
     async def send(self, payload: bytes) -> None:
         """Like :meth:`send_nowait`, with a Trio checkpoint."""
@@ -147,33 +148,63 @@ class SUDPClient:
 
     async def receive(self) -> bytes:
         """The next payload from the server. ``trio.EndOfChannel`` once closed."""
-        return await self._receive_channel.receive()
+        return await self._receive_channel().receive()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         """``async for payload in client``; checkpoints once per 64 ready payloads."""
-        return DrainingIterator(self._receive_channel)
+        return DrainingIterator(self._receive_channel())
+
+    def _receive_channel(self) -> trio.MemoryReceiveChannel[bytes]:
+        if self._channels is None:
+            raise RuntimeError("this client's payloads go to its VPN, not to a receive queue")
+        return self._channels[1]
 
     def statistics(self) -> PeerStatistics:
         """The session with the server: state, epoch, endpoint, counters, drops."""
         return self._runner.statistics(trio.current_time())
 
-    def endpoint_statistics(self) -> EndpointStats:
-        """The UDP task's counters (socket backlog drops, send errors)."""
-        return self._endpoint.stats
+    def endpoint_statistics(self) -> UDPStats:
+        """The UDP task's counters (socket backlog drops, send errors, batching)."""
+        return self._sender.stats
 
     async def aclose(self) -> None:
         """Stop: the session's tasks end and the socket closes (as when the block exits)."""
-        self._close()
+        self.close()
         await trio.lowlevel.checkpoint()
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Stop the session and its timer, close the queue and the socket."""
         if self._closed:
             return
         self._closed = True
         self._session.close()
-        self._runner.stop()
-        self._send_channel.close()
-        self._endpoint.transport.close()
+        self._runner.timer.stop()
+        if self._channels is not None:
+            self._channels[0].close()
+        self._sender.transport.close()
+
+
+async def prepare_client(
+    server_address: AddressLike,
+    *,
+    local: LocalIdentity,
+    server: Peer,
+    settings: SessionSettings | None,
+    network: DatagramNetwork | None,
+    bind: AddressLike | None,
+    clock: WallClock | None,
+) -> tuple[ClientSession, DatagramTransport]:
+    """Check a client's arguments, resolve the server and bind the socket."""
+    check_peer(server, "server")
+    if server.vaddr != SERVER_VADDR:
+        raise ConfigError(f"the server's virtual address is 0, not {server.vaddr}")
+    check_client_vaddr(local.vaddr, what="local.vaddr")
+    network = network if network is not None else UDPNetwork()
+    destination, local_address = await resolve_for(network, server_address, bind, "server_address")
+    session = ClientSession(
+        local=local, server=server, server_address=destination, settings=settings, clock=clock
+    )
+    return session, network.bind(local_address)
 
 
 @asynccontextmanager
@@ -202,40 +233,32 @@ async def open_client(
     Leaving the block closes the socket and cancels every task of the client.
     """
     check_common(local, settings, clock, network, receive_queue)
-    check_peer(server, "server")
-    if server.vaddr != SERVER_VADDR:
-        raise ConfigError(f"the server's virtual address is 0, not {server.vaddr}")
-    check_client_vaddr(local.vaddr, what="local.vaddr")
-    network = network if network is not None else UDPNetwork()
-    destination, local_address = await resolve_for(network, server_address, bind, "server_address")
-    session = ClientSession(
-        local=local, server=server, server_address=destination, settings=settings, clock=clock
+    session, transport = await prepare_client(
+        server_address,
+        local=local,
+        server=server,
+        settings=settings,
+        network=network,
+        bind=bind,
+        clock=clock,
     )
-    transport = network.bind(local_address)
-    client: SUDPClient | None = None
     try:
         async with collapse_exception_groups(), trio.open_nursery() as nursery:
-            endpoint = Endpoint(transport)
-            runner = PeerRunner(session, endpoint, on_payload=lambda r, p: None)
-            endpoint.receiver = runner.handle
-            endpoint.receive_many = runner.handle_many
-            client = SUDPClient(session, runner, endpoint, receive_queue)
-            runner.on_event = client._event
-            await nursery.start(endpoint.run)
-            timers = [
-                (session.next_handshake_at, session.on_handshake_timer),
-                (session.next_keepalive_at, session.on_keepalive_timer),
-                (session.next_expiry_at, session.on_expiry_timer),
-            ]
-            await nursery.start(runner.run, timers)
-            session.connect(trio.current_time())
-            runner.service()
+            stats = UDPStats()
+            sender = UDPSender(transport, stats)
+            client = SUDPClient(session, sender, receive_queue=receive_queue)
+            receiver = UDPReceiver(
+                transport, stats, ClientPath(client.runner, client.deliver), boundary=sender.batch
+            )
+            nursery.start_soon(sender.run_writer)
+            nursery.start_soon(receiver.run)
+            client.start(nursery)
             try:
                 if wait_connected:
                     await client.wait_connected()
                 yield client
             finally:
-                client._close()
+                client.close()
                 nursery.cancel_scope.cancel()
     finally:
         transport.close()
@@ -246,13 +269,25 @@ async def serve_client(
     *,
     local: LocalIdentity,
     server: Peer,
+    settings: SessionSettings | None = None,
+    network: DatagramNetwork | None = None,
+    bind: AddressLike | None = None,
+    clock: WallClock | None = None,
+    receive_queue: int = 1024,
+    wait_connected: bool = True,
     task_status: trio.TaskStatus[SUDPClient] = trio.TASK_STATUS_IGNORED,
-    **kwargs: object,
 ) -> None:
-    """``open_client`` for ``nursery.start``: started with the client, runs until cancelled.
-
-    Takes the same keyword arguments as :func:`open_client`.
-    """
-    async with open_client(server_address, local=local, server=server, **kwargs) as client:  # type: ignore[arg-type]
+    """:func:`open_client` for ``nursery.start``: started with the client, runs until cancelled."""
+    async with open_client(
+        server_address,
+        local=local,
+        server=server,
+        settings=settings,
+        network=network,
+        bind=bind,
+        clock=clock,
+        receive_queue=receive_queue,
+        wait_connected=wait_connected,
+    ) as client:
         task_status.started(client)
         await trio.sleep(math.inf)

@@ -13,11 +13,11 @@ from ..protocol.clock import WallClock
 from ..protocol.errors import ConfigError
 from ..protocol.peers import LocalIdentity, Peer
 from ..protocol.settings import SessionSettings
+from .batches import ITERATOR_BATCH
 from .transport import Address, DatagramNetwork
 from .udp import UDPNetwork, parse_host_port, resolve_address
 
 __all__ = [
-    "RECEIVE_BATCH",
     "AddressLike",
     "DrainingIterator",
     "check_common",
@@ -30,9 +30,6 @@ __all__ = [
 AddressLike = str | tuple[Any, ...]
 
 T = TypeVar("T")
-
-#: Items an ``async for`` over a client or server takes between two checkpoints.
-RECEIVE_BATCH = 64
 
 
 class DrainingIterator(Generic[T]):
@@ -47,7 +44,7 @@ class DrainingIterator(Generic[T]):
 
     __slots__ = ("_batch", "_budget", "_channel")
 
-    def __init__(self, channel: trio.MemoryReceiveChannel[T], batch: int = RECEIVE_BATCH) -> None:
+    def __init__(self, channel: trio.MemoryReceiveChannel[T], batch: int = ITERATOR_BATCH) -> None:
         self._channel = channel
         self._batch = batch
         self._budget = batch
@@ -168,7 +165,8 @@ async def collapse_exception_groups() -> AsyncIterator[None]:
 
     Our context managers run a nursery around the user's block; Trio wraps anything
     raised there in an ExceptionGroup. A single error (ours or the user's) is more
-    useful unwrapped, so ``except HandshakeError`` works as documented.
+    useful unwrapped, so ``except HandshakeError`` works as documented. The error
+    keeps its own traceback, cause and context.
     """
     try:
         yield
@@ -178,4 +176,10 @@ async def collapse_exception_groups() -> AsyncIterator[None]:
             inner = inner.exceptions[0]
         if inner is group:
             raise
-        raise inner from None
+        context = inner.__context__
+        try:
+            raise inner
+        finally:
+            # Raising here would make the group its context: give it back its own.
+            inner.__context__ = context
+            del inner, group

@@ -11,11 +11,16 @@ import trio
 
 from ..protocol import events as ev
 from ..protocol.clock import WallClock
-from ..protocol.constants import HEADER_SIZE, SERVER_VADDR, Kind
+from ..protocol.constants import SERVER_VADDR
 from ..protocol.errors import ConfigError, UnknownPeer
 from ..protocol.peers import LocalIdentity, Peer, check_client_vaddr
-from ..protocol.server import ServerCore
-from ..protocol.session import ServerPeerSession, SessionState
+from ..protocol.server import (
+    DEFAULT_HANDSHAKE_BURST,
+    DEFAULT_HANDSHAKE_RATE,
+    ServerCore,
+    ServerPeerSession,
+)
+from ..protocol.session import SessionState
 from ..protocol.settings import SessionSettings
 from .common import (
     AddressLike,
@@ -25,18 +30,33 @@ from .common import (
     check_peer,
     collapse_exception_groups,
 )
-from .endpoint import RECEIVE_MANY_MIN, Endpoint, EndpointStats
 from .peer import PeerRunner, PeerStatistics
-from .transport import Address, DatagramNetwork
+from .receive import ServerPath, UDPReceiver
+from .send import UDPSender
+from .transport import Address, DatagramNetwork, DatagramTransport, UDPStats
 from .udp import UDPNetwork
 
-__all__ = ["SUDPServer", "open_server", "serve_server"]
+__all__ = ["ReceiveQueue", "SUDPServer", "open_server", "serve_server"]
 
 log = logging.getLogger("trio_sudp")
 
-PayloadHandler = Callable[[PeerRunner, bytes], None]
+PeerObserver = Callable[[PeerRunner, ev.Event], None]
 
-_DATA = int(Kind.DATA)
+
+class ReceiveQueue:
+    """The application's bounded queue of ``(vaddr, payload)``; full means dropped (counted)."""
+
+    def __init__(self, size: int) -> None:
+        self.send_channel, self.receive_channel = trio.open_memory_channel[tuple[int, bytes]](size)
+
+    def put(self, runner: PeerRunner, payload: bytes) -> None:
+        """A payload from ``runner``'s client (in the UDP task: never blocks)."""
+        try:
+            self.send_channel.send_nowait((runner.vaddr, payload))
+        except trio.WouldBlock:
+            runner.drops["receive_queue_full"] += 1
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            runner.drops["closed"] += 1
 
 
 class SUDPServer:
@@ -45,143 +65,61 @@ class SUDPServer:
     Iterate with ``async for vaddr, payload in server``. As for the client, a full
     receive queue drops new payloads (counted per peer) and never stalls the
     control plane. Peers can be added, replaced and removed while it runs.
+
+    The server's parts are built before it and given to it: the protocol core, the
+    UDP sender, the nursery its peers' timers run in, and the queue its payloads go
+    to (``None`` when something else takes them: the VPN reads :attr:`runners` and
+    gets the payloads straight from the receive path).
     """
 
     def __init__(
         self,
         core: ServerCore,
-        endpoint: Endpoint,
+        sender: UDPSender,
         peers_nursery: trio.Nursery,
-        receive_queue: int,
+        *,
+        queue: ReceiveQueue | None = None,
+        on_event: PeerObserver | None = None,
     ) -> None:
         self.core = core
-        self._endpoint = endpoint
+        self._sender = sender
         self._nursery = peers_nursery
+        self._queue = queue
+        self._on_event = on_event
         self._runners: dict[int, PeerRunner] = {}
-        self._send_channel, self._receive_channel = trio.open_memory_channel[tuple[int, bytes]](
-            receive_queue
-        )
         self._closed = False
-        self._on_payload: PayloadHandler = self._deliver
-        #: Extra observer of every peer event (the VPN and the control socket use it).
-        self.on_event: Callable[[PeerRunner, ev.Event], None] | None = None
         for session in core.sessions.values():
             self._attach(session)
 
-    # ----------------------------------------------------------------- wiring
-
-    @property
-    def on_payload(self) -> PayloadHandler:
-        """Where payloads go: the receive queue, unless replaced (the VPN takes them).
-
-        Called in the UDP task as ``on_payload(runner, payload)``, so it must not block.
-        Setting it applies to every peer's runner, present and future (the runners
-        call it directly: no indirection per packet).
-        """
-        return self._on_payload
-
-    @on_payload.setter
-    def on_payload(self, handler: PayloadHandler) -> None:
-        self._on_payload = handler
-        for runner in self._runners.values():
-            runner.on_payload = handler
-
     def _attach(self, session: ServerPeerSession) -> PeerRunner:
-        runner = PeerRunner(
-            session, self._endpoint, on_payload=self._on_payload, on_event=self._event
-        )
-        session.owner = runner
-        self._runners[session.peer.vaddr] = runner
+        runner = PeerRunner(session, self._sender, on_event=self._event)
+        self._runners[runner.vaddr] = runner
         return runner
 
-    def _receive(self, datagram: bytes, address: Address, now: float) -> None:
-        # The per-packet path: Data from a configured client goes straight to its
-        # runner's session (what ServerCore.session_for and PeerRunner.handle do, inlined).
-        if len(datagram) >= HEADER_SIZE and datagram[1] == _DATA:
-            runner = self._runners.get((datagram[4] << 8) | datagram[5])
-            if runner is not None:
-                session = runner.session
-                payload = session.receive(datagram, address, now)
-                if payload is not None:
-                    runner.on_payload(runner, payload)
-                if session.outbox or session.events or session.timers_changed:
-                    runner.service()
-                return
-        core = self.core
-        found = core.session_for(datagram, address, now)
-        if found is None:
-            for event in core.take_events():
-                log.debug(
-                    "dropped a datagram from %r: %s %s", address, event.reason.value, event.detail
-                )
-            return
-        found.owner.handle(datagram, address, now)
-
-    def _receive_many(self, datagrams: list[bytes], address: Address, now: float) -> None:
-        # The datagrams of one coalesced receive (one source): runs of Data from one
-        # configured client go to its session at once (if long enough to be worth
-        # it), anything else one by one.
-        runners = self._runners
-        count = len(datagrams)
-        i = 0
-        while i < count:
-            datagram = datagrams[i]
-            if len(datagram) >= HEADER_SIZE and datagram[1] == _DATA:
-                high = datagram[4]
-                low = datagram[5]
-                end = i + 1
-                while end < count:
-                    other = datagrams[end]
-                    if (
-                        len(other) < HEADER_SIZE
-                        or other[1] != _DATA
-                        or other[5] != low
-                        or other[4] != high
-                    ):
-                        break
-                    end += 1
-                runner = runners.get((high << 8) | low) if end - i >= RECEIVE_MANY_MIN else None
-                if runner is not None:
-                    runner.handle_many(
-                        datagrams if end - i == count else datagrams[i:end], address, now
-                    )
-                else:
-                    for j in range(i, end):
-                        self._receive(datagrams[j], address, now)
-                i = end
-                continue
-            self._receive(datagram, address, now)
-            i += 1
-
-    def _deliver(self, runner: PeerRunner, payload: bytes) -> None:
-        try:
-            self._send_channel.send_nowait((runner.vaddr, payload))
-        except trio.WouldBlock:
-            runner.drops["receive_queue_full"] += 1
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            runner.drops["closed"] += 1
-
     def _event(self, runner: PeerRunner, event: ev.Event) -> None:
-        session = runner.session
+        timer = runner.timer
         if isinstance(event, ev.Expired):
-            runner.stop()
-        elif not runner.running and session.state is not SessionState.IDLE and not self._closed:
-            # A session begins: its nursery (the expiry timer) lives until it expires.
-            runner.start_in(self._nursery, [(session.next_expiry_at, session.on_expiry_timer)])
-        if self.on_event is not None:
-            self.on_event(runner, event)
+            timer.stop()
+        elif (
+            not timer.running and runner.session.state is not SessionState.IDLE and not self._closed
+        ):
+            # A session begins: its timer (expiry) runs until it expires.
+            timer.start_in(self._nursery)
+        if self._on_event is not None:
+            self._on_event(runner, event)
 
     # ----------------------------------------------------------------- API
 
     @property
-    def endpoint(self) -> Endpoint:
-        """The UDP task (the VPN brackets its TUN batches with its ``begin_batch``)."""
-        return self._endpoint
+    def sender(self) -> UDPSender:
+        """The UDP sender: ``with x.sender.batch(): ...`` sends what the block sends together
+        (UDP GSO), in one synchronous run."""
+        return self._sender
 
     @property
     def local_address(self) -> Address:
         """The UDP address the server listens on."""
-        return self._endpoint.local_address
+        return self._sender.transport.local_address
 
     @property
     def runners(self) -> dict[int, PeerRunner]:
@@ -206,10 +144,7 @@ class SUDPServer:
         runner = self._runners.get(vaddr)
         if runner is None:
             raise UnknownPeer(f"no peer with virtual address {vaddr}")
-        session = runner.session
-        self._endpoint.send(session.send(payload, trio.current_time()), session.endpoint)
-        if session.timers_changed:
-            runner.service()
+        runner.send(payload, trio.current_time())
 
     async def send(self, vaddr: int, payload: bytes) -> None:
         """Like :meth:`send_nowait`, with a Trio checkpoint."""
@@ -218,11 +153,16 @@ class SUDPServer:
 
     async def receive(self) -> tuple[int, bytes]:
         """The next ``(vaddr, payload)`` from any client. ``trio.EndOfChannel`` once closed."""
-        return await self._receive_channel.receive()
+        return await self._channel().receive()
 
     def __aiter__(self) -> AsyncIterator[tuple[int, bytes]]:
         """``async for vaddr, payload in server``; checkpoints once per 64 ready payloads."""
-        return DrainingIterator(self._receive_channel)
+        return DrainingIterator(self._channel())
+
+    def _channel(self) -> trio.MemoryReceiveChannel[tuple[int, bytes]]:
+        if self._queue is None:
+            raise RuntimeError("this server's payloads go to its VPN, not to a receive queue")
+        return self._queue.receive_channel
 
     def peers(self) -> list[int]:
         """The configured clients' virtual addresses."""
@@ -233,8 +173,9 @@ class SUDPServer:
         now = trio.current_time()
         return {vaddr: r.statistics(now) for vaddr, r in sorted(self._runners.items())}
 
-    def endpoint_statistics(self) -> EndpointStats:
-        return self._endpoint.stats
+    def endpoint_statistics(self) -> UDPStats:
+        """The UDP task's counters (socket backlog drops, send errors, batching)."""
+        return self._sender.stats
 
     def add_peer(self, peer: Peer) -> None:
         """Configure a new client (``ConfigError`` if its vaddr is taken)."""
@@ -245,7 +186,7 @@ class SUDPServer:
     def remove_peer(self, vaddr: int) -> None:
         """Forget a client and end its session."""
         runner = self.runner(vaddr)
-        runner.stop()
+        runner.timer.stop()
         self.core.remove_peer(vaddr).forget()
         del self._runners[vaddr]
 
@@ -256,17 +197,51 @@ class SUDPServer:
 
     async def aclose(self) -> None:
         """Stop serving (as when the block exits)."""
-        self._close()
+        self.close()
         await trio.lowlevel.checkpoint()
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Stop serving: every peer's timer stops, the queue and the socket close."""
         if self._closed:
             return
         self._closed = True
         for runner in self._runners.values():
-            runner.stop()
-        self._send_channel.close()
-        self._endpoint.transport.close()
+            runner.timer.stop()
+        if self._queue is not None:
+            self._queue.send_channel.close()
+        self._sender.transport.close()
+
+
+def make_core(
+    local: LocalIdentity,
+    peers: Iterable[Peer],
+    *,
+    settings: SessionSettings | None,
+    clock: WallClock | None,
+    handshake_rate: float | None,
+    handshake_burst: float,
+) -> ServerCore:
+    """Check the arguments of a server and build its protocol core."""
+    if local.vaddr != SERVER_VADDR:
+        raise ConfigError(f"the server's virtual address is 0, not {local.vaddr}")
+    peers = list(peers)
+    for peer in peers:
+        check_peer(peer, "each peer")
+        check_client_vaddr(peer.vaddr, what="peer vaddr")
+    return ServerCore(
+        local,
+        peers,
+        settings=settings,
+        clock=clock,
+        handshake_rate=handshake_rate,
+        handshake_burst=handshake_burst,
+    )
+
+
+def bind_server(network: DatagramNetwork | None, bind: AddressLike) -> DatagramTransport:
+    """The server's socket: bound on ``network`` (real UDP by default)."""
+    network = network if network is not None else UDPNetwork()
+    return network.bind(as_tuple(bind, "bind"))
 
 
 @asynccontextmanager
@@ -279,8 +254,8 @@ async def open_server(
     network: DatagramNetwork | None = None,
     clock: WallClock | None = None,
     receive_queue: int = 1024,
-    handshake_rate: float | None = 20.0,
-    handshake_burst: float = 20.0,
+    handshake_rate: float | None = DEFAULT_HANDSHAKE_RATE,
+    handshake_burst: float = DEFAULT_HANDSHAKE_BURST,
 ) -> AsyncIterator[SUDPServer]:
     """Serve SUDP clients on ``bind``; the block runs while the server lives.
 
@@ -291,13 +266,7 @@ async def open_server(
     peer's tasks.
     """
     check_common(local, settings, clock, network, receive_queue)
-    if local.vaddr != SERVER_VADDR:
-        raise ConfigError(f"the server's virtual address is 0, not {local.vaddr}")
-    peers = list(peers)
-    for peer in peers:
-        check_peer(peer, "each peer")
-        check_client_vaddr(peer.vaddr, what="peer vaddr")
-    core = ServerCore(
+    core = make_core(
         local,
         peers,
         settings=settings,
@@ -305,19 +274,25 @@ async def open_server(
         handshake_rate=handshake_rate,
         handshake_burst=handshake_burst,
     )
-    network = network if network is not None else UDPNetwork()
-    transport = network.bind(as_tuple(bind, "bind"))
+    transport = bind_server(network, bind)
     try:
         async with collapse_exception_groups(), trio.open_nursery() as nursery:
-            endpoint = Endpoint(transport, None)
-            server = SUDPServer(core, endpoint, nursery, receive_queue)
-            endpoint.receiver = server._receive
-            endpoint.receive_many = server._receive_many
-            await nursery.start(endpoint.run)
+            stats = UDPStats()
+            sender = UDPSender(transport, stats)
+            queue = ReceiveQueue(receive_queue)
+            server = SUDPServer(core, sender, nursery, queue=queue)
+            receiver = UDPReceiver(
+                transport,
+                stats,
+                ServerPath(core, server.runners, queue.put),
+                boundary=sender.batch,
+            )
+            nursery.start_soon(sender.run_writer)
+            nursery.start_soon(receiver.run)
             try:
                 yield server
             finally:
-                server._close()
+                server.close()
                 nursery.cancel_scope.cancel()
     finally:
         transport.close()
@@ -328,13 +303,25 @@ async def serve_server(
     *,
     local: LocalIdentity,
     peers: Iterable[Peer],
+    settings: SessionSettings | None = None,
+    network: DatagramNetwork | None = None,
+    clock: WallClock | None = None,
+    receive_queue: int = 1024,
+    handshake_rate: float | None = DEFAULT_HANDSHAKE_RATE,
+    handshake_burst: float = DEFAULT_HANDSHAKE_BURST,
     task_status: trio.TaskStatus[SUDPServer] = trio.TASK_STATUS_IGNORED,
-    **kwargs: object,
 ) -> None:
-    """``open_server`` for ``nursery.start``: started with the server, runs until cancelled.
-
-    Takes the same keyword arguments as :func:`open_server`.
-    """
-    async with open_server(bind, local=local, peers=peers, **kwargs) as server:  # type: ignore[arg-type]
+    """:func:`open_server` for ``nursery.start``: started with the server, runs until cancelled."""
+    async with open_server(
+        bind,
+        local=local,
+        peers=peers,
+        settings=settings,
+        network=network,
+        clock=clock,
+        receive_queue=receive_queue,
+        handshake_rate=handshake_rate,
+        handshake_burst=handshake_burst,
+    ) as server:
         task_status.started(server)
         await trio.sleep(math.inf)

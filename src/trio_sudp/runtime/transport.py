@@ -8,11 +8,25 @@ methods first, drains every ready datagram, and awaits ``wait_readable`` /
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
-#: A transport address, opaque to the protocol: ``(host, port)`` for IPv4 and the fake
-#: network, the 4-tuple ``recvfrom`` returns for IPv6. Hashable and comparable.
-Address = tuple[Any, ...]
+import attrs
+
+from ..protocol.address import Address
+
+__all__ = [
+    "MAX_SEGMENTS",
+    "MAX_SEGMENT_BYTES",
+    "RECV_SIZE",
+    "Address",
+    "DatagramNetwork",
+    "DatagramTransport",
+    "SegmentReceiver",
+    "SegmentSender",
+    "UDPStats",
+    "format_address",
+    "split_segments",
+]
 
 #: Receive buffer size: one byte more than the largest datagram SUDP allows, so that
 #: an oversized datagram is seen as such instead of silently truncated.
@@ -135,3 +149,20 @@ def format_address(address: Address) -> str:
     if isinstance(host, str) and ":" in host:
         return f"[{host}]:{port}"
     return f"{host}:{port}"
+
+
+@attrs.define
+class UDPStats:
+    """Counters of the UDP task (its receive loop and its sender)."""
+
+    rx_datagrams: int = 0
+    tx_datagrams: int = 0
+    #: Datagrams dropped because the socket and the backlog were full.
+    tx_backlog_drops: int = 0
+    #: Datagrams the operating system refused to send (unreachable, too long, ...).
+    tx_errors: int = 0
+    #: Datagrams whose handling raised an unexpected exception (a bug; logged).
+    internal_errors: int = 0
+    #: System calls that sent several datagrams (GSO) / received several (GRO).
+    tx_segment_sends: int = 0
+    rx_segment_receives: int = 0

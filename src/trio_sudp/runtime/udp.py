@@ -29,7 +29,7 @@ import socket
 import struct
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import trio
 
@@ -500,7 +500,8 @@ def sockaddr_for(ip: str, port: int, family: int) -> Address:
     info = socket.getaddrinfo(
         ip, port, socket.AF_INET6, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST
     )
-    return tuple(info[0][4])
+    host, _, flowinfo, scope_id = cast("tuple[str, int, int, int]", info[0][4])
+    return (host, port, flowinfo, scope_id)
 
 
 async def resolve_address(destination: str | tuple[str, int], family: int) -> Address:

@@ -288,7 +288,7 @@ class FakeTransport:
         self._dropped_queue_full = 0
 
     def __repr__(self) -> str:
-        host, port = self._local_address
+        host, port = self._local_address[:2]
         state = "closed" if self._closed else "open"
         nat = "" if self._public_address == self._local_address else f" as {self._public_address}"
         return f"<FakeTransport {host}:{port}{nat} {state}>"
@@ -847,13 +847,15 @@ def _one_host(hosts: Hosts) -> str:
 def _host_list(hosts: Hosts) -> list[str]:
     if isinstance(hosts, str):
         return [hosts]
-    items = list(hosts)
+    items: list[object] = list(hosts)
     if len(items) == 2 and isinstance(items[0], str) and isinstance(items[1], int):
         return [items[0]]  # an address
+    names: list[str] = []
     for item in items:
         if not isinstance(item, str):
             raise TypeError(f"expected a host, an address or host names, got {hosts!r}")
-    return items
+        names.append(item)
+    return names
 
 
 if TYPE_CHECKING:

@@ -6,10 +6,10 @@ import sys
 from types import TracebackType
 from typing import Protocol
 
-from trio_sudp.tun.base import PacketDevice
+from trio_sudp.tun.base import DeviceOpener, PacketDevice
 from trio_sudp.tun.errors import NetConfigError, TunError
 
-__all__ = ["NetConfigError", "PacketDevice", "TunDevice", "TunError", "open_tun"]
+__all__ = ["DeviceOpener", "NetConfigError", "PacketDevice", "TunDevice", "TunError", "open_tun"]
 
 
 class TunDevice(PacketDevice, Protocol):

@@ -38,3 +38,9 @@ class PacketDevice(Protocol):
     def close(self) -> None:
         """Close the device (which removes a non-persistent TUN interface). Idempotent."""
         ...
+
+
+class DeviceOpener(Protocol):
+    """What opens a device for the VPN: :func:`trio_sudp.tun.open_tun`, or a test's."""
+
+    def __call__(self, name: str | None, *, mtu: int | None) -> PacketDevice: ...

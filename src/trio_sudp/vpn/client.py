@@ -1,84 +1,87 @@
-"""The VPN client: a TUN device and one SUDP session with the server (SPEC §5)."""
+"""The VPN client: a TUN device and one SUDP session with the server (SPEC §5).
+
+Inbound, every payload from the server is an IP packet for the kernel: the TUN
+writer is the client's sink. Outbound, :class:`ClientUplink` sends what the kernel
+routed into the tunnel, answering a packet above the tunnel MTU with ICMP.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
 from collections import Counter
-from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
 import trio
 
 from ..protocol.clock import WallClock
-from ..protocol.errors import LocalProtocolError
+from ..protocol.errors import NotConnected, PayloadTooLarge
 from ..protocol.peers import LocalIdentity
-from ..runtime.client import SUDPClient, open_client
-from ..runtime.common import AddressLike
+from ..runtime.client import SUDPClient, prepare_client
+from ..runtime.common import AddressLike, collapse_exception_groups
 from ..runtime.peer import PeerRunner
-from ..runtime.transport import DatagramNetwork
-from ..tun import open_tun
-from ..tun.base import PacketDevice
+from ..runtime.receive import ClientPath
+from ..runtime.send import UDPSender
+from ..runtime.transport import DatagramNetwork, UDPStats
+from ..tun import DeviceOpener, open_tun
 from ..tun.netconfig import NetBackend, configure_interface
 from .device import DeviceIO, io_drops
-from .mtu import default_tunnel_mtu, too_big_reply
+from .mtu import too_big_reply
 from .spec import ClientSpec, IPNetwork
+from .tunnel import Tunnel
 
-__all__ = ["VpnClient", "client_mtu", "run_client"]
+__all__ = ["ClientUplink", "VpnClient", "run_client"]
 
 log = logging.getLogger("trio_sudp")
 
-DeviceOpener = Callable[..., PacketDevice]
 
+class ClientUplink:
+    """The client's outbound decision: send a packet to the server, or refuse it."""
 
-def client_mtu(spec: ClientSpec) -> int:
-    """The configured tunnel MTU, or the default for the server's version."""
-    return spec.mtu if spec.mtu is not None else default_tunnel_mtu(spec.server.version)
-
-
-class VpnClient:
-    """Moves packets between the TUN device and the session with the server."""
-
-    def __init__(
-        self, client: SUDPClient, io: DeviceIO, spec: ClientSpec, mtu: int, interface_name: str
-    ) -> None:
-        self.client = client
-        self.io = io
-        self.spec = spec
-        self.mtu = mtu
-        self.interface_name = interface_name
-        #: Packets from the TUN that were not sent, by reason.
-        self.drops: Counter[str] = Counter()
-        self._runner = client.runner
+    def __init__(self, runner: PeerRunner, device: DeviceIO, spec: ClientSpec) -> None:
+        self._runner = runner
+        self._device = device
+        self._mtu = spec.tunnel_mtu
         self._source_v4 = next((a.ip.packed for a in spec.addresses if a.version == 4), None)
         self._source_v6 = next((a.ip.packed for a in spec.addresses if a.version == 6), None)
-        client.on_payload = self.from_server
-        io.handler = self.from_tun
-        endpoint = client.endpoint
-        io.before_batch = endpoint.begin_batch
-        io.after_batch = endpoint.end_batch
-        endpoint.before_batch = io.begin_write_batch
-        endpoint.after_batch = io.end_write_batch
+        #: Packets from the TUN that were not sent, by reason.
+        self.drops: Counter[str] = Counter()
 
     def from_tun(self, packet: bytes, now: float) -> None:
         """The kernel routed ``packet`` into the tunnel: send it to the server."""
-        if len(packet) > self.mtu:
+        if len(packet) > self._mtu:
             self.drops["too_big"] += 1
             reply = too_big_reply(
-                packet, self.mtu, source_v4=self._source_v4, source_v6=self._source_v6
+                packet, self._mtu, source_v4=self._source_v4, source_v6=self._source_v6
             )
             if reply is not None:
-                self.io.write(reply)
+                self._device.write(reply)
             return
         try:
             self._runner.send(packet, now)
-        except LocalProtocolError:  # reconnecting: no session key right now
+        except NotConnected:  # reconnecting: no session key right now
             self.drops["no_session"] += 1
+        except PayloadTooLarge:
+            self.drops["too_big"] += 1
 
-    def from_server(self, runner: PeerRunner, packet: bytes) -> None:
-        """The server sent ``packet``: hand it to the kernel."""
-        self.io.write(packet)
+
+class VpnClient:
+    """A running VPN client: its SUDP client, uplink and tunnel, for ``show``."""
+
+    def __init__(
+        self,
+        client: SUDPClient,
+        uplink: ClientUplink,
+        tunnel: Tunnel,
+        spec: ClientSpec,
+        interface_name: str,
+    ) -> None:
+        self.client = client
+        self.uplink = uplink
+        self.tunnel = tunnel
+        self.spec = spec
+        self.interface_name = interface_name
 
     def status(self) -> dict[str, Any]:
         """The client's state for ``trio-sudp show``: interface, server session, counters."""
@@ -86,15 +89,16 @@ class VpnClient:
         peer = client.statistics().as_json()
         peer["name"] = "server"
         peer["endpoint"] = self.spec.endpoint
-        drops = io_drops(self.drops, self.io.stats, client.endpoint_statistics())
+        device = self.tunnel.device
+        drops = io_drops(self.uplink.drops, device.stats, client.endpoint_statistics())
         return {
             "role": "client",
             "interface": self.interface_name,
             "listen": None,
             "public_key": self.spec.private_key.public_key.fingerprint(),
             "tunnel": [str(a) for a in self.spec.addresses],
-            "mtu": self.mtu,
-            "device": self.io.status(),
+            "mtu": self.spec.tunnel_mtu,
+            "device": device.status(),
             "drops": drops,
             "peers": [peer],
         }
@@ -126,45 +130,60 @@ async def run_client(
     ``clock``, ``bind``, ``open_device`` and ``backend`` replace the real UDP, wall
     clock, local address, TUN and kernel configuration (tests use in-memory ones).
     """
-    mtu = client_mtu(spec)
+    mtu = spec.tunnel_mtu
+    session, transport = await prepare_client(
+        spec.endpoint,
+        local=LocalIdentity(spec.vaddr, spec.private_key),
+        server=spec.server,
+        settings=spec.settings,
+        network=network,
+        bind=bind,
+        clock=clock,
+    )
     with ExitStack() as stack:
+        stack.callback(transport.close)
         device = open_device(spec.interface or "sudp%d", mtu=mtu)
         stack.callback(device.close)
         log.info("connecting to %s (SUDP v%d) ...", spec.endpoint, spec.server.version)
-        async with (
-            open_client(
-                spec.endpoint,
-                local=LocalIdentity(spec.vaddr, spec.private_key),
-                server=spec.server,
-                settings=spec.settings,
-                network=network,
-                clock=clock,
-                bind=bind,
-            ) as client,
-            configure_interface(
-                device.name,
-                addresses=spec.addresses,
-                mtu=mtu,
-                routes=_extra_routes(spec),
-                backend=backend,
-            ) as iface,
-        ):
-            if spec.full_tunnel:
-                server_ip = str(client.server_address[0]).removeprefix("::ffff:")
-                await iface.route_all_traffic(exclude=[server_ip])
+        async with collapse_exception_groups(), trio.open_nursery() as nursery:
+            stats = UDPStats()
+            sender = UDPSender(transport, stats)
             io = DeviceIO(device)
-            vpn = VpnClient(client, io, spec, mtu, device.name)
-            async with trio.open_nursery() as nursery:
-                await nursery.start(io.run)
-                stats = client.statistics()
-                log.info(
-                    "tunnel up: %s %s, server %s at %s (SUDP v%d, epoch %s)%s",
+            client = SUDPClient(session, sender, receive_queue=0)
+            uplink = ClientUplink(client.runner, io, spec)
+            tunnel = Tunnel(
+                transport,
+                stats,
+                sender,
+                io,
+                inbound=ClientPath(client.runner, io.write),
+                outbound=uplink.from_tun,
+            )
+            try:
+                await nursery.start(tunnel.run)
+                client.start(nursery)
+                await client.wait_connected()
+                async with configure_interface(
                     device.name,
-                    ", ".join(str(a) for a in spec.addresses),
-                    spec.server_address or "-",
-                    spec.endpoint,
-                    spec.server.version,
-                    stats.current_epoch,
-                    ", all traffic through the tunnel" if spec.full_tunnel else "",
-                )
-                task_status.started(vpn)
+                    addresses=spec.addresses,
+                    mtu=mtu,
+                    routes=_extra_routes(spec),
+                    backend=backend,
+                ) as iface:
+                    if spec.full_tunnel:
+                        server_ip = str(client.server_address[0]).removeprefix("::ffff:")
+                        await iface.route_all_traffic(exclude=[server_ip])
+                    log.info(
+                        "tunnel up: %s %s, server %s at %s (SUDP v%d, epoch %s)%s",
+                        device.name,
+                        ", ".join(str(a) for a in spec.addresses),
+                        spec.server_address or "-",
+                        spec.endpoint,
+                        spec.server.version,
+                        client.statistics().current_epoch,
+                        ", all traffic through the tunnel" if spec.full_tunnel else "",
+                    )
+                    task_status.started(VpnClient(client, uplink, tunnel, spec, device.name))
+                    await trio.sleep_forever()
+            finally:
+                client.close()

@@ -1,19 +1,17 @@
 """The TUN task: one tunnel device, read in batches, written without blocking.
 
-Like the UDP task (``runtime/endpoint.py``) it follows the per-packet budget of
-DESIGN.md: the non-blocking read is tried until ``BlockingIOError``, every packet of
-a wakeup is handed synchronously to the handler, one checkpoint per batch, and
-``wait_readable`` only when the device is empty. Writes go straight to the device;
-if it would block, packets wait in a bounded backlog drained by a writer task, and
-a full backlog drops (counted) instead of stalling the UDP task.
+Like the UDP task (``runtime/receive.py``, ``runtime/send.py``) it follows the
+per-packet budget of DESIGN.md: the non-blocking read is tried until
+``BlockingIOError``, every packet of a wakeup is handed synchronously to the
+handler, one checkpoint per batch, and ``wait_readable`` only when the device is
+empty. Writes go straight to the device; if it would block, packets wait in a bounded
+backlog drained by a writer task, and a full backlog drops (counted) instead of
+stalling the UDP task.
 
-``before_batch`` / ``after_batch`` bracket every batch of reads: the VPN hooks the UDP
-task's ``begin_batch`` / ``end_batch`` there, so that the datagrams one batch produces
-leave together (UDP GSO: one system call for many). The other way round, the UDP task
-brackets each batch of received datagrams with :meth:`DeviceIO.begin_write_batch` /
-:meth:`DeviceIO.end_write_batch`: on a device opened with a vnet header (Linux
-``IFF_VNET_HDR``) the packets of the batch are then written with TCP segments of one
-flow merged into GSO packets (``coalesce.py``), one write for up to 64 segments.
+Inside :meth:`DeviceIO.write_batch` (the UDP task enters it for each batch of
+received datagrams) the packets written are collected; on a device opened with a
+vnet header (Linux ``IFF_VNET_HDR``) they are then written with the TCP segments of
+one flow merged into GSO packets (``coalesce.py``), one write for up to 64 segments.
 """
 
 from __future__ import annotations
@@ -21,14 +19,21 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol, cast
 
 import attrs
 import trio
 
 from ..runtime.backlog import WriteBacklog
-from ..runtime.batches import read_in_batches
-from ..runtime.endpoint import EndpointStats
+from ..runtime.batches import (
+    TUN_BACKLOG_LIMIT,
+    TUN_READ_BATCH,
+    TUN_WRITE_BATCH,
+    Boundary,
+    read_in_batches,
+)
+from ..runtime.transport import UDPStats
 from ..tun.base import PacketDevice
 from .coalesce import Write, coalesce
 
@@ -36,10 +41,6 @@ __all__ = ["DeviceIO", "DeviceStats", "io_drops"]
 
 log = logging.getLogger("trio_sudp")
 
-READ_BATCH = 64
-BACKLOG_LIMIT = 1024
-#: Packets collected in one write batch at most before they are written anyway.
-WRITE_BATCH_LIMIT = 256
 #: Errors of a GSO write that mean the kernel will not take them at all.
 _GSO_REFUSED = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, errno.EPROTONOSUPPORT})
 
@@ -50,8 +51,10 @@ class VectoredDevice(Protocol):
     def write_vectored_nowait(self, buffers: Sequence[bytes | memoryview]) -> None: ...
 
 
-def _write_counts(write: Write) -> tuple[int, int]:
-    """Segments and bytes (as separate packets) of one ``coalesce`` write."""
+def _write_counts(write: bytes | Write) -> tuple[int, int]:
+    """Packets and bytes (as separate packets) of one device write."""
+    if isinstance(write, bytes):
+        return 1, len(write)
     if len(write) == 2:
         return 1, len(write[1])
     header = write[1]
@@ -83,18 +86,10 @@ class DeviceStats:
 
 
 class DeviceIO:
-    """Reads packets from a device into ``handler(packet, now)``; writes packets to it."""
+    """Reads packets from a device into a handler; writes packets to it."""
 
-    def __init__(
-        self, device: PacketDevice, handler: Callable[[bytes, float], None] | None = None
-    ) -> None:
+    def __init__(self, device: PacketDevice) -> None:
         self.device = device
-        #: Called with every packet read, and the time of its batch.
-        self.handler = handler
-        #: Called before / after each batch of packets read (the VPN collects the
-        #: datagrams of a batch and sends them together: ``Endpoint.begin_batch``).
-        self.before_batch: Callable[[], None] | None = None
-        self.after_batch: Callable[[], None] | None = None
         self.stats = DeviceStats()
         self._vectored: VectoredDevice | None = (
             cast("VectoredDevice", device) if getattr(device, "vnet_header", False) else None
@@ -104,88 +99,22 @@ class DeviceIO:
         # Between begin_write_batch and end_write_batch: the packets to write.
         self._batch: list[bytes] | None = None
         self._backlog: WriteBacklog[bytes | Write] = WriteBacklog(
-            self._write_item,
-            device.wait_writable,
-            limit=BACKLOG_LIMIT,
-            on_written=self._written,
-            on_error=self._refused,
+            self._write_some, device.wait_writable, limit=TUN_BACKLOG_LIMIT
         )
-
-    def _write_item(self, item: bytes | Write) -> None:
-        if isinstance(item, bytes):
-            self.device.write_nowait(item)
-        else:
-            assert self._vectored is not None
-            self._vectored.write_vectored_nowait(item)
-
-    def _written(self, item: bytes | Write) -> None:
-        packets, size = (1, len(item)) if isinstance(item, bytes) else _write_counts(item)
-        stats = self.stats
-        stats.tx_packets += packets
-        stats.tx_bytes += size
-        if packets > 1:
-            stats.tx_gso_writes += 1
+        self._boundary = Boundary(self.begin_write_batch, self.end_write_batch)
 
     def status(self) -> dict[str, object]:
         """The counters, for ``trio-sudp show``, and whether GSO writes are on."""
         return {"offload": self._merging, **attrs.asdict(self.stats)}
 
-    def _refused(self, item: bytes | Write, exc: OSError) -> None:
-        packets, size = (1, len(item)) if isinstance(item, bytes) else _write_counts(item)
-        self.stats.tx_errors += packets
-        log.debug("the kernel refused %d packet(s), %d bytes: %s", packets, size, exc)
-        if packets > 1 and self._merging and exc.errno in _GSO_REFUSED:
-            # TCP resends the lost segments; later batches go out one packet per write.
-            self._merging = False
-            log.warning(
-                "%s refused a GSO write (%s): writing one packet per write from now on",
-                self.device.name,
-                exc.strerror or exc,
-            )
-
-    def begin_write_batch(self) -> None:
-        """Collect what :meth:`write` is given until :meth:`end_write_batch`.
-
-        Only on a vnet-header device (elsewhere packets are written at once); the
-        batch must end in the same synchronous run that began it.
-        """
-        if self._merging:
-            self._batch = []
-
-    def end_write_batch(self) -> None:
-        """Write the packets collected since :meth:`begin_write_batch`, merged."""
-        batch, self._batch = self._batch, None
-        if not batch:
-            return
-        if len(batch) == 1:
-            self.write(batch[0])
-            return
-        vectored = self._vectored
-        assert vectored is not None
-        stats = self.stats
-        for write in coalesce(batch):
-            if self._backlog:
-                if not self._backlog.push(write):
-                    stats.tx_backlog_drops += _write_counts(write)[0]
-                continue
-            try:
-                vectored.write_vectored_nowait(write)
-            except BlockingIOError:
-                if not self._backlog.push(write):
-                    stats.tx_backlog_drops += _write_counts(write)[0]
-            except trio.ClosedResourceError:
-                return
-            except OSError as exc:
-                self._refused(write, exc)
-            else:
-                self._written(write)
+    # ----------------------------------------------------------------- writing
 
     def write(self, packet: bytes) -> None:
         """Write a packet to the device now, or queue it (bounded) for the writer."""
         batch = self._batch
         if batch is not None:
             batch.append(packet)
-            if len(batch) >= WRITE_BATCH_LIMIT:
+            if len(batch) >= TUN_WRITE_BATCH:
                 self.end_write_batch()
                 self._batch = []
             return
@@ -204,42 +133,114 @@ class DeviceIO:
                 stats.tx_packets += 1
                 stats.tx_bytes += len(packet)
                 return
-        if not self._backlog.push(packet):
-            self.stats.tx_backlog_drops += 1
+        self._queue(packet)
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the reader and the writer until cancelled or the device is closed."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._backlog.run)
-            task_status.started()
-            await self._reader()
-            nursery.cancel_scope.cancel()
+    def write_batch(self) -> Boundary:
+        """The write-batch boundary: ``with io.write_batch(): ...`` (one synchronous run)."""
+        return self._boundary
 
-    async def _reader(self) -> None:
-        assert self.handler is not None, "set DeviceIO.handler before running it"
+    def begin_write_batch(self) -> None:
+        """Collect what :meth:`write` is given until :meth:`end_write_batch`.
+
+        Only on a vnet-header device (elsewhere packets are written at once).
+        """
+        if self._merging:
+            self._batch = []
+
+    def end_write_batch(self) -> None:
+        """Write the packets collected since :meth:`begin_write_batch`, merged."""
+        batch, self._batch = self._batch, None
+        if not batch:
+            return
+        if len(batch) == 1:
+            self.write(batch[0])
+            return
+        writes: list[bytes | Write] = list(coalesce(batch))
+        if self._backlog:  # the device is full: keep the order
+            for write in writes:
+                self._queue(write)
+            return
+        try:
+            done = self._write_some(writes)
+        except trio.ClosedResourceError:
+            return
+        for write in writes[done:]:
+            self._queue(write)
+
+    async def run_writer(self) -> None:
+        """The writer task: drain the backlog as the device has room, until it closes."""
+        await self._backlog.run()
+
+    def _queue(self, write: bytes | Write) -> None:
+        if not self._backlog.push(write):
+            self.stats.tx_backlog_drops += _write_counts(write)[0]
+
+    def _write_some(self, writes: list[bytes | Write]) -> int:
+        """Write ``writes`` in order until the device is full; how many were dealt with."""
+        device = self.device
+        vectored = self._vectored
+        for done, write in enumerate(writes):
+            try:
+                if isinstance(write, bytes):
+                    device.write_nowait(write)
+                else:
+                    assert vectored is not None
+                    vectored.write_vectored_nowait(write)
+            except BlockingIOError:
+                return done
+            except trio.ClosedResourceError:
+                raise
+            except OSError as exc:
+                self._refused(write, exc)
+            else:
+                self._written(write)
+        return len(writes)
+
+    def _written(self, write: bytes | Write) -> None:
+        packets, size = _write_counts(write)
+        stats = self.stats
+        stats.tx_packets += packets
+        stats.tx_bytes += size
+        if packets > 1:
+            stats.tx_gso_writes += 1
+
+    def _refused(self, write: bytes | Write, exc: OSError) -> None:
+        packets, size = _write_counts(write)
+        self.stats.tx_errors += packets
+        log.debug("the kernel refused %d packet(s), %d bytes: %s", packets, size, exc)
+        if packets > 1 and self._merging and exc.errno in _GSO_REFUSED:
+            # TCP resends the lost segments; later batches go out one packet per write.
+            self._merging = False
+            log.warning(
+                "%s refused a GSO write (%s): writing one packet per write from now on",
+                self.device.name,
+                exc.strerror or exc,
+            )
+
+    # ----------------------------------------------------------------- reading
+
+    async def run_reader(
+        self,
+        on_packet: Callable[[bytes, float], None],
+        *,
+        boundary: Callable[[], AbstractContextManager[object]],
+    ) -> None:
+        """Read packets into ``on_packet(packet, now)``, each batch inside ``boundary()``,
+        until the device is closed."""
+
+        def drain(now: float) -> int:
+            return self._drain(on_packet, now)
+
         await read_in_batches(
-            self._drain,
-            self.device.wait_readable,
-            limit=READ_BATCH,
-            begin=self._begin_read,
-            end=self._end_read,
+            drain, self.device.wait_readable, limit=TUN_READ_BATCH, boundary=boundary
         )
 
-    def _begin_read(self) -> None:
-        if self.before_batch is not None:
-            self.before_batch()
-
-    def _end_read(self) -> None:
-        if self.after_batch is not None:
-            self.after_batch()
-
-    def _drain(self, now: float) -> int:
-        """One batch of reads, each handed to :attr:`handler`; how many packets."""
+    def _drain(self, on_packet: Callable[[bytes, float], None], now: float) -> int:
+        """One batch of reads, each handed to ``on_packet``; how many packets."""
         read = self.device.read_nowait
-        handler = cast("Callable[[bytes, float], None]", self.handler)
         count = 0
         size = 0
-        while count < READ_BATCH:
+        while count < TUN_READ_BATCH:
             try:
                 packet = read()
             except BlockingIOError:
@@ -247,7 +248,7 @@ class DeviceIO:
             count += 1
             size += len(packet)
             try:
-                handler(packet, now)
+                on_packet(packet, now)
             except trio.ClosedResourceError:
                 raise
             except Exception:
@@ -259,7 +260,7 @@ class DeviceIO:
         return count
 
 
-def io_drops(drops: Mapping[str, int], device: DeviceStats, udp: EndpointStats) -> dict[str, int]:
+def io_drops(drops: Mapping[str, int], device: DeviceStats, udp: UDPStats) -> dict[str, int]:
     """``drops`` plus the TUN and UDP tasks' non-zero drop counters, by reason name."""
     merged = dict(drops)
     for name, count in (

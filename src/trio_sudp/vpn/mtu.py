@@ -7,6 +7,7 @@ SUDP header and the Data overhead: 1420 for v2 and 1400 for v3 over IPv4 (SPEC Â
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 from ..protocol.constants import HEADER_SIZE, Version, data_overhead, max_payload
@@ -21,6 +22,7 @@ __all__ = [
     "default_tunnel_mtu",
     "max_tunnel_mtu",
     "too_big_reply",
+    "tunnel_mtu",
     "validate_tunnel_mtu",
 ]
 
@@ -42,6 +44,17 @@ def default_tunnel_mtu(version: Version, outer_ipv6: bool = False) -> int:
     """
     outer_ip = 40 if outer_ipv6 else 20
     return LINK_MTU - outer_ip - _UDP_HEADER - HEADER_SIZE - data_overhead(Version(version))
+
+
+def tunnel_mtu(configured: int | None, versions: Iterable[Version]) -> int:
+    """The tunnel MTU: ``configured``, else the smallest default of the versions in use.
+
+    The one rule ``check``, ``show`` and ``serve`` share: a server passes its clients'
+    versions (or its default version when it has none), a client its server's.
+    """
+    if configured is not None:
+        return configured
+    return min(default_tunnel_mtu(v) for v in versions)
 
 
 def max_tunnel_mtu(version: Version) -> int:

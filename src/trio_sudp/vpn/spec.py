@@ -1,4 +1,9 @@
-"""What the VPN needs from a configuration (the config package's models provide it)."""
+"""What the VPN needs from a configuration (the config package's models provide it).
+
+The tunnel MTU and the server's route table are the configuration's to compute (with
+:func:`~trio_sudp.vpn.mtu.tunnel_mtu` and :class:`~trio_sudp.vpn.routing.RouteTable`),
+so that ``check``, ``show`` and ``serve`` all ask the same place.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Protocol
 from ..protocol.crypto import PrivateKey
 from ..protocol.peers import Peer
 from ..protocol.settings import SessionSettings
+from .routing import RouteTable
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -23,9 +29,9 @@ class ClientEntry(Protocol):
     @property
     def peer(self) -> Peer: ...
     @property
-    def addresses(self) -> Sequence[IPInterface | IPNetwork | IPAddress]: ...
-    @property
-    def routes(self) -> Sequence[IPNetwork]: ...
+    def prefixes(self) -> Sequence[IPNetwork]:
+        """The client's own addresses (host prefixes) and the routes behind it."""
+        ...
 
 
 class ServerSpec(Protocol):
@@ -38,7 +44,7 @@ class ServerSpec(Protocol):
     @property
     def addresses(self) -> Sequence[IPInterface]: ...
     @property
-    def mtu(self) -> int | None: ...
+    def tunnel_mtu(self) -> int: ...
     @property
     def interface(self) -> str | None: ...
     @property
@@ -47,6 +53,9 @@ class ServerSpec(Protocol):
     def settings(self) -> SessionSettings: ...
     @property
     def handshake_rate(self) -> float | None: ...
+    def route_table(self) -> RouteTable:
+        """The server's inner routes: its addresses, each client's prefixes, the MTU."""
+        ...
 
 
 class ClientSpec(Protocol):
@@ -65,7 +74,7 @@ class ClientSpec(Protocol):
     @property
     def server_address(self) -> IPAddress | None: ...
     @property
-    def mtu(self) -> int | None: ...
+    def tunnel_mtu(self) -> int: ...
     @property
     def interface(self) -> str | None: ...
     @property
