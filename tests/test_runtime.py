@@ -414,3 +414,40 @@ def test_peer_statistics_as_json_formats_the_endpoint(
     data = stats.as_json()
     assert data["endpoint"] == shown
     assert data["drops"] == {"stale": 1} and data["vaddr"] == 2
+
+
+async def test_a_lone_error_leaves_the_block_unwrapped_with_its_own_context(
+    setup: Setup, autojump_clock: trio.testing.MockClock
+) -> None:
+    class AppError(Exception):
+        pass
+
+    async def serve_and_fail() -> None:
+        async with setup.server([1]):
+            try:
+                raise KeyError("what the handler was handling")
+            except KeyError:
+                raise AppError("raised while handling it") from None
+
+    with trio.fail_after(30), pytest.raises(AppError) as info:
+        await serve_and_fail()
+    error = info.value
+    assert not isinstance(error, BaseExceptionGroup)
+    assert isinstance(error.__context__, KeyError)  # its own context, not the nursery's group
+    assert error.__suppress_context__
+
+
+async def test_unsendable_packets_are_counted_by_what_went_wrong(
+    setup: Setup, autojump_clock: trio.testing.MockClock
+) -> None:
+    from trio_sudp.vpn.server import send_or_count
+
+    with trio.fail_after(30):
+        async with setup.server([1, 2]) as server, setup.client(1) as client:
+            await client.send(b"connected")
+            await server.receive()
+            now = trio.current_time()
+            send_or_count(server.runners[2], b"no session with 2", now)
+            send_or_count(server.runners[1], bytes(4000), now)
+            assert server.runners[2].drops == {"no_session": 1}
+            assert server.runners[1].drops == {"too_big": 1}

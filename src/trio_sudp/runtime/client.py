@@ -19,6 +19,7 @@ from ..protocol.settings import SessionSettings
 from .common import (
     AddressLike,
     DrainingIterator,
+    OneSocket,
     check_common,
     check_peer,
     collapse_exception_groups,
@@ -35,7 +36,7 @@ __all__ = ["SUDPClient", "open_client", "serve_client"]
 PeerObserver = Callable[[PeerRunner, ev.Event], None]
 
 
-class SUDPClient:
+class SUDPClient(OneSocket):
     """A connected SUDP client: send payloads to the server, receive its payloads.
 
     Iterate with ``async for payload in client``. Received payloads wait in a bounded
@@ -91,17 +92,6 @@ class SUDPClient:
     def runner(self) -> PeerRunner:
         """The session's runner (``runner.send(payload, now)`` is the per-packet path)."""
         return self._runner
-
-    @property
-    def sender(self) -> UDPSender:
-        """The UDP sender: ``with x.sender.batch(): ...`` sends what the block sends together
-        (UDP GSO), in one synchronous run."""
-        return self._sender
-
-    @property
-    def local_address(self) -> Address:
-        """The local UDP address the client sends from."""
-        return self._sender.transport.local_address
 
     @property
     def server_address(self) -> Address:
@@ -162,15 +152,6 @@ class SUDPClient:
     def statistics(self) -> PeerStatistics:
         """The session with the server: state, epoch, endpoint, counters, drops."""
         return self._runner.statistics(trio.current_time())
-
-    def endpoint_statistics(self) -> UDPStats:
-        """The UDP task's counters (socket backlog drops, send errors, batching)."""
-        return self._sender.stats
-
-    async def aclose(self) -> None:
-        """Stop: the session's tasks end and the socket closes (as when the block exits)."""
-        self.close()
-        await trio.lowlevel.checkpoint()
 
     def close(self) -> None:
         """Stop the session and its timer, close the queue and the socket."""

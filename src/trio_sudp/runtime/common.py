@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,12 +15,14 @@ from ..protocol.errors import ConfigError
 from ..protocol.peers import LocalIdentity, Peer
 from ..protocol.settings import SessionSettings
 from .batches import ITERATOR_BATCH
-from .transport import Address, DatagramNetwork
+from .send import UDPSender
+from .transport import Address, DatagramNetwork, UDPStats
 from .udp import UDPNetwork, parse_host_port, resolve_address
 
 __all__ = [
     "AddressLike",
     "DrainingIterator",
+    "OneSocket",
     "check_common",
     "collapse_exception_groups",
     "resolve_for",
@@ -68,6 +71,36 @@ class DrainingIterator(Generic[T]):
             return await self._channel.receive()
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
+
+
+class OneSocket(abc.ABC):
+    """What a client and a server share: the one UDP socket they send and receive on."""
+
+    _sender: UDPSender
+
+    @property
+    def sender(self) -> UDPSender:
+        """The UDP sender: ``with x.sender.batch(): ...`` sends what the block sends together
+        (UDP GSO), in one synchronous run."""
+        return self._sender
+
+    @property
+    def local_address(self) -> Address:
+        """The local UDP address of the socket."""
+        return self._sender.transport.local_address
+
+    def endpoint_statistics(self) -> UDPStats:
+        """The UDP task's counters (socket backlog drops, send errors, batching)."""
+        return self._sender.stats
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop, and close the socket (as when the ``async with`` block exits)."""
+
+    async def aclose(self) -> None:
+        """:meth:`close`, with a Trio checkpoint."""
+        self.close()
+        await trio.lowlevel.checkpoint()
 
 
 def check_common(

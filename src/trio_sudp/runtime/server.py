@@ -25,6 +25,7 @@ from ..protocol.settings import SessionSettings
 from .common import (
     AddressLike,
     DrainingIterator,
+    OneSocket,
     as_tuple,
     check_common,
     check_peer,
@@ -33,7 +34,7 @@ from .common import (
 from .peer import PeerRunner, PeerStatistics
 from .receive import ServerPath, UDPReceiver
 from .send import UDPSender
-from .transport import Address, DatagramNetwork, DatagramTransport, UDPStats
+from .transport import DatagramNetwork, DatagramTransport, UDPStats
 from .udp import UDPNetwork
 
 __all__ = ["ReceiveQueue", "SUDPServer", "open_server", "serve_server"]
@@ -59,7 +60,7 @@ class ReceiveQueue:
             runner.drops["closed"] += 1
 
 
-class SUDPServer:
+class SUDPServer(OneSocket):
     """A running SUDP server: receive ``(vaddr, payload)`` from clients, send to a vaddr.
 
     Iterate with ``async for vaddr, payload in server``. As for the client, a full
@@ -109,17 +110,6 @@ class SUDPServer:
             self._on_event(runner, event)
 
     # ----------------------------------------------------------------- API
-
-    @property
-    def sender(self) -> UDPSender:
-        """The UDP sender: ``with x.sender.batch(): ...`` sends what the block sends together
-        (UDP GSO), in one synchronous run."""
-        return self._sender
-
-    @property
-    def local_address(self) -> Address:
-        """The UDP address the server listens on."""
-        return self._sender.transport.local_address
 
     @property
     def runners(self) -> dict[int, PeerRunner]:
@@ -173,10 +163,6 @@ class SUDPServer:
         now = trio.current_time()
         return {vaddr: r.statistics(now) for vaddr, r in sorted(self._runners.items())}
 
-    def endpoint_statistics(self) -> UDPStats:
-        """The UDP task's counters (socket backlog drops, send errors, batching)."""
-        return self._sender.stats
-
     def add_peer(self, peer: Peer) -> None:
         """Configure a new client (``ConfigError`` if its vaddr is taken)."""
         check_peer(peer, "peer")
@@ -194,11 +180,6 @@ class SUDPServer:
         """Apply a changed key or version: the client's session starts over."""
         self.remove_peer(peer.vaddr)
         self.add_peer(peer)
-
-    async def aclose(self) -> None:
-        """Stop serving (as when the block exits)."""
-        self.close()
-        await trio.lowlevel.checkpoint()
 
     def close(self) -> None:
         """Stop serving: every peer's timer stops, the queue and the socket close."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import contextlib
 from types import TracebackType
 from typing import ClassVar, Self
@@ -11,7 +12,7 @@ import trio
 __all__ = ["FdDevice"]
 
 
-class FdDevice:
+class FdDevice(abc.ABC):
     """A tunnel device behind one non-blocking file descriptor.
 
     Subclasses read and write packets; this class names the device, waits on the fd
@@ -65,9 +66,9 @@ class FdDevice:
             trio.lowlevel.notify_closing(fd)
         self._release(fd)
 
+    @abc.abstractmethod
     def _release(self, fd: int) -> None:
         """Close the underlying fd or socket."""
-        raise NotImplementedError
 
     def __enter__(self) -> Self:
         return self
