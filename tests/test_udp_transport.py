@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
+import sys
+from pathlib import Path
 
 import pytest
 import trio
@@ -11,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runtime_helpers import needs_ipv6
+from trio_sudp.runtime.prefilter import PrefilterRules
 from trio_sudp.runtime.transport import RECV_SIZE, Address
 from trio_sudp.runtime.udp import (
     UDPNetwork,
@@ -224,3 +228,96 @@ def test_ipv4_maps_into_ipv6_and_back(host: str, port: int) -> None:
     mapped = sockaddr_for(host, port, socket.AF_INET6)
     assert mapped == (f"::ffff:{host}", port, 0, 0)
     assert sockaddr_for(mapped[0], port, socket.AF_INET) == (host, port)
+
+
+# ------------------------------------------------ kernel drops, receive buffer
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux socket API")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CAP_NET_ADMIN)")
+
+
+def _rmem_max() -> int:
+    return int(Path("/proc/sys/net/core/rmem_max").read_text())
+
+
+@linux_only
+async def test_kernel_drops_counts_receive_queue_overflows() -> None:
+    receiver = UDPNetwork(buffer_size=4096, gro=False).bind(("127.0.0.1", 0))
+    sender = UDPNetwork().bind(("127.0.0.1", 0))
+    try:
+        assert receiver.kernel_drops() == 0
+        for _ in range(200):
+            sender.send_nowait(bytes(1000), receiver.local_address)
+        received = 0
+        with trio.fail_after(5):
+            # Each datagram is either read or dropped; wait until all are accounted for.
+            while received + (receiver.kernel_drops() or 0) < 200:
+                try:
+                    receiver.recv_nowait()
+                    received += 1
+                except BlockingIOError:
+                    await trio.sleep(0.001)
+        assert received + (receiver.kernel_drops() or 0) == 200
+        assert 0 < received < 100  # a 4 KiB buffer holds a few 1000-byte datagrams
+    finally:
+        receiver.close()
+        sender.close()
+
+
+@linux_only
+@needs_root
+def test_grow_receive_buffer_goes_beyond_rmem_max_as_root() -> None:
+    if _rmem_max() > 1 << 28:
+        pytest.skip("net.core.rmem_max is too large to go beyond")
+    transport = UDPNetwork(buffer_size=None).bind(("127.0.0.1", 0))
+    try:
+        size = 2 * _rmem_max() + 4096
+        granted = transport.grow_receive_buffer(size)
+        assert granted == transport.receive_buffer_size == 2 * size  # the kernel doubles it
+        assert transport.grow_receive_buffer(4096) == granted  # never shrinks
+    finally:
+        transport.close()
+
+
+@linux_only
+@needs_root
+def test_grow_receive_buffer_stops_at_rmem_max_without_privilege() -> None:
+    """In a child process that gave up root: SO_RCVBUFFORCE is refused, SO_RCVBUF used."""
+    if _rmem_max() > 1 << 28:
+        pytest.skip("net.core.rmem_max is too large")
+    transport = UDPNetwork(buffer_size=None).bind(("127.0.0.1", 0))
+    before = transport.receive_buffer_size
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 1
+        try:
+            os.setuid(65534)
+            granted = transport.grow_receive_buffer(4 * _rmem_max())
+            os.write(write_end, str(granted).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    try:
+        _, status = os.waitpid(pid, 0)
+        granted = int(os.read(read_end, 64))
+    finally:
+        os.close(read_end)
+        transport.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert granted == 2 * _rmem_max()
+    assert granted >= before
+
+
+def test_socket_counters_after_close_raise_closed() -> None:
+    transport = UDPNetwork().bind(("127.0.0.1", 0))
+    transport.close()
+    with pytest.raises(trio.ClosedResourceError):
+        transport.kernel_drops()
+    with pytest.raises(trio.ClosedResourceError):
+        transport.grow_receive_buffer()
+    with pytest.raises(trio.ClosedResourceError):
+        _ = transport.receive_buffer_size
+    with pytest.raises(trio.ClosedResourceError):
+        transport.attach_prefilter(PrefilterRules.for_clients([3], [1]))

@@ -16,6 +16,11 @@ equal-size datagrams to one address with one ``sendmsg`` carrying ``UDP_SEGMENT`
 (GSO), and with ``UDP_GRO`` on the socket the kernel hands over datagrams of one
 flow coalesced, which ``recv_segments_nowait`` returns with their segment size.
 A kernel that lacks either (or refuses GSO for a route) gets one datagram per call.
+
+For a server under hostile load the transport also offers the kernel's help:
+``attach_prefilter`` drops garbage in the kernel (see ``prefilter``),
+``grow_receive_buffer`` gives the socket a queue beyond ``net.core.rmem_max`` when
+root, and ``kernel_drops`` reads how many datagrams the kernel dropped for it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 import trio
 
+from trio_sudp.runtime.prefilter import PrefilterRules, build_server_filter, replace_filter
 from trio_sudp.runtime.transport import RECV_SIZE, Address, format_address, split_segments
 
 if TYPE_CHECKING:
@@ -45,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_SOCKET_BUFFER",
+    "SERVER_RECEIVE_BUFFER",
     "UDPNetwork",
     "UDPTransport",
     "address_family",
@@ -56,6 +63,9 @@ __all__ = [
 
 #: Socket send and receive buffer size asked for; the kernel may grant less.
 DEFAULT_SOCKET_BUFFER = 4 * 1024 * 1024
+#: Receive buffer for a server's socket (``grow_receive_buffer``): room for a flood's
+#: burst while the server is busy, ~14,000 full-size datagrams.
+SERVER_RECEIVE_BUFFER = 32 * 1024 * 1024
 
 # ICMP errors some platforms report on a later recvfrom; they say nothing about the
 # datagram being read, so reading goes on.
@@ -76,6 +86,7 @@ GRO_RECV_SIZE = 65536
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
 _INT = struct.Struct("=i")
 _U16 = struct.Struct("=H")
+_U32 = struct.Struct("=I")
 _MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0)
 # Errors by which the kernel refuses GSO itself (no checksum offload on the route,
 # IPsec, no UDP_SEGMENT): no GSO any more on this socket.
@@ -96,6 +107,12 @@ _GSO_TOO_BIG = frozenset((errno.EINVAL, errno.EMSGSIZE))
 _GSO_MIN_SIZE = 512
 # The largest segment size a kernel takes (a UDP length).
 _GSO_MAX_LIMIT = 0xFFFF
+# <asm-generic/socket.h>, <linux/sock_diag.h>: the socket's counters as u32s, of which
+# SK_MEMINFO_DROPS counts every datagram the kernel dropped for it (Linux 4.6+).
+_SO_MEMINFO = 55
+_SK_MEMINFO_DROPS = 8
+_MEMINFO_SIZE = 4 * 16  # room for counters later kernels may add
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
 class UDPTransport:
@@ -116,6 +133,7 @@ class UDPTransport:
         "_gso_limit",
         "_local_address",
         "_pending",
+        "_prefilter_in_kernel",
         "_recvfrom",
         "_recvmsg",
         "_sendmsg",
@@ -139,6 +157,7 @@ class UDPTransport:
         self._cmsg: list[tuple[int, int, bytes]] = []
         # Datagrams of a coalesced buffer that recv_nowait has not returned yet.
         self._pending: collections.deque[tuple[bytes, Address]] = collections.deque()
+        self._prefilter_in_kernel = False
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -172,6 +191,72 @@ class UDPTransport:
     def gro(self) -> bool:
         """Whether the kernel may hand over datagrams coalesced (``UDP_GRO`` is on)."""
         return self._gro
+
+    def attach_prefilter(self, rules: PrefilterRules) -> bool:
+        """Have the kernel drop what ``rules`` refuse; return whether it took the filter.
+
+        Where it refuses (not Linux), nothing is filtered and ``prefilter_reason`` is
+        the server's first check. Call again with new rules (after clients were added
+        or removed) to replace the filter. With :attr:`gro`, the kernel checks the
+        first datagram of a coalesced buffer only, and no upper size bound.
+        """
+        self._check_open()
+        if _is_udp(self._sock):  # a UDP socket filter's offsets, and Linux only
+            program = build_server_filter(rules, coalesced=self._gro)
+            self._prefilter_in_kernel = replace_filter(self._sock, program)
+        return self._prefilter_in_kernel
+
+    @property
+    def prefilter_in_kernel(self) -> bool:
+        """Whether the latest :meth:`attach_prefilter` put its filter in the kernel."""
+        return self._prefilter_in_kernel
+
+    def kernel_drops(self) -> int | None:
+        """How many datagrams the kernel has dropped for this socket; ``None`` if unknown.
+
+        Those the prefilter refused, those with a bad checksum, and those that found
+        the receive queue full: one ``getsockopt``, nothing per datagram. The count
+        wraps at 2**32.
+        """
+        self._check_open()
+        if not _LINUX:
+            return None
+        try:
+            info = self._sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, _MEMINFO_SIZE)
+        except OSError:
+            return None
+        offset = 4 * _SK_MEMINFO_DROPS
+        if len(info) < offset + 4:
+            return None
+        drops: int = _U32.unpack_from(info, offset)[0]
+        return drops
+
+    @property
+    def receive_buffer_size(self) -> int:
+        """The receive buffer the kernel granted, in its own accounting (about twice
+        what was asked: it counts its bookkeeping too)."""
+        self._check_open()
+        size: int = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        return size
+
+    def grow_receive_buffer(self, size: int = SERVER_RECEIVE_BUFFER) -> int:
+        """Ask for a ``size``-byte receive buffer: beyond ``net.core.rmem_max`` with
+        ``CAP_NET_ADMIN`` (``SO_RCVBUFFORCE``), else up to it. Nothing is asked when
+        the buffer is already that large.
+
+        Return :attr:`receive_buffer_size`.
+        """
+        self._check_open()
+        if size > self.receive_buffer_size // 2:
+            try:
+                self._sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, size)
+            except OSError:
+                _try_setsockopt(self._sock, socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        return self.receive_buffer_size
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("UDP transport was closed")
 
     def recv_nowait(self) -> tuple[bytes, Address]:
         """Return one datagram and its source; raise ``BlockingIOError`` when none is ready."""
