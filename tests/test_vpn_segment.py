@@ -288,11 +288,24 @@ def test_a_gso_read_without_payload_or_with_a_short_tcp_header_is_dropped() -> N
     assert segmenter.stats.drops == {SegmentDrop.GSO_MALFORMED: 2, SegmentDrop.SHORT: 2}
 
 
-@settings(max_examples=1000, deadline=None)
-@given(st.binary(min_size=10, max_size=200), st.data())
-def test_garbage_never_raises(data: bytes, draw: st.DataObject) -> None:
-    gso = draw.draw(st.sampled_from([GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_TCPV4 | GSO_ECN, 7]))
-    data = data[:1] + bytes([gso]) + data[2:]
+@st.composite
+def garbage_reads(draw: st.DrawFn) -> bytes:
+    """Reads with a plausible vnet header and IP version, the rest anything."""
+    vnet = VNET.pack(
+        draw(st.integers(0, 3)),
+        draw(st.sampled_from([GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_TCPV4 | GSO_ECN, 3, 5])),
+        draw(st.integers(0, 100)),
+        draw(st.integers(0, 2000)),
+        draw(st.sampled_from([0, 20, 24, 40, 48, draw(st.integers(0, 0xFFFF))])),
+        draw(st.sampled_from([6, 16, draw(st.integers(0, 0xFFFF))])),
+    )
+    first = draw(st.sampled_from([b"", b"\x45", b"\x46", b"\x60", b"\x00"]))
+    return vnet + first + draw(st.binary(max_size=300))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(garbage_reads())
+def test_garbage_never_raises_and_every_drop_is_counted(data: bytes) -> None:
     segmenter = Segmenter()
     packets = segmenter.split(data)
     assert bool(packets) != (sum(segmenter.stats.drops.values()) == 1)

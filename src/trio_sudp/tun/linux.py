@@ -33,8 +33,13 @@ from collections.abc import Sequence
 
 from trio_sudp.tun.errors import TunError
 from trio_sudp.tun.fd_device import FdDevice
-from trio_sudp.vpn.coalesce import VNET_HEADER_SIZE
-from trio_sudp.vpn.segment import PayloadSums, Segmenter, SegmentStats, best_sums
+from trio_sudp.vpn.segment import (
+    VNET_HEADER_SIZE,
+    PayloadSums,
+    Segmenter,
+    SegmentStats,
+    best_sums,
+)
 
 __all__ = [
     "READ_SIZE",

@@ -21,25 +21,32 @@ computed from scratch), and ``skb_checksum_help`` completes a partial checksum
 forwarding path it may cover the whole first segment): the TCP header length is read
 from the TCP header, as wireguard-go does.
 
-The cost is the checksum of every segment's payload. The pure-Python path uses one
-big-integer conversion per segment (``int.from_bytes(chunk) % 0xFFFF`` is the ones'
-complement sum, as 2**16 ≡ 1 mod 0xFFFF). With numpy installed (the ``fast`` extra)
-the sums of all full segments of a super-packet come from one vectorised sum,
-about ten times cheaper; :func:`numpy_sums` and :func:`pure_sums` give the same
-numbers and both are tested. Reads the kernel would never produce (unknown GSO
-types, lengths that do not add up) are dropped and counted by reason, without
-raising.
+The cost is the checksum of every segment's payload (the kernel's partial sum
+covers the pseudo-header only). What stays the same in the headers is summed once
+per super-packet, only the fields that change per segment. The payloads: the
+pure-Python path uses one big-integer conversion per segment
+(``int.from_bytes(chunk) % 0xFFFF`` is the ones' complement sum, as 2**16 ≡ 1 mod
+0xFFFF); with numpy installed (the ``fast`` extra) the sums of all full segments of
+a super-packet come from one vectorised sum, about ten times cheaper (the whole
+split about three times). :func:`numpy_sums` and :func:`pure_sums` give the same
+numbers and both are tested. A single packet's partial checksum (every UDP packet
+once ``TUN_F_CSUM`` is on) is always summed in pure Python: numpy costs more than
+it saves on 1500 bytes. Reads the kernel would never produce (unknown GSO types,
+lengths that do not add up) are dropped and counted by reason, without raising.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 import sys
 from collections.abc import Callable, Sequence
 from typing import Final
 
 import attrs
+
+from .coalesce import VNET_HEADER_SIZE
 
 __all__ = [
     "GSO_ECN",
@@ -59,8 +66,6 @@ __all__ = [
     "pure_sums",
 ]
 
-#: ``sizeof(struct virtio_net_hdr)``, before every packet of a vnet-header device.
-VNET_HEADER_SIZE: Final = 10
 #: ``struct virtio_net_hdr``: flags, gso_type, hdr_len, gso_size, csum_start,
 #: csum_offset, in the host's byte order (a legacy TUN header is native-endian).
 VNET_HEADER: Final = struct.Struct("=BBHHHH")
@@ -80,9 +85,9 @@ _TCP_CWR: Final = 0x80
 _PROTO_TCP: Final = 6
 _MIN_TCP_HEADER: Final = 20
 
-#: The payload sums of ``count`` chunks of ``size`` bytes (even) of ``data`` from
-#: ``start``: each an integer congruent modulo 0xFFFF to the chunk's ones' complement
-#: sum of 16-bit big-endian words.
+#: The payload sums of ``count`` chunks of ``size`` bytes of ``data`` from ``start``:
+#: each an integer congruent modulo 0xFFFF to the chunk's ones' complement sum of
+#: 16-bit big-endian words (an odd last byte padded with a zero).
 PayloadSums = Callable[[bytes, int, int, int], Sequence[int]]
 
 
@@ -121,10 +126,7 @@ def pure_sums(data: bytes, start: int, size: int, count: int) -> list[int]:
     modulo 0xFFFF) leave the slow single-digit division an eighth of the digits.
     """
     from_bytes = int.from_bytes
-    k1 = _half(size * 8)
-    k2 = _half(k1)
-    k3 = _half(k2)
-    m1, m2, m3 = (1 << k1) - 1, (1 << k2) - 1, (1 << k3) - 1
+    k1, m1, k2, m2, k3, m3 = _folds(size)
     shift = 8 if size & 1 else 0  # an odd last byte is the high byte of a word
     sums = []
     for a in range(start, start + size * count, size):
@@ -134,6 +136,30 @@ def pure_sums(data: bytes, start: int, size: int, count: int) -> list[int]:
         n = (n >> k3) + (n & m3)
         sums.append(n % 0xFFFF)
     return sums
+
+
+def _sum(chunk: bytes) -> int:
+    """The ones' complement sum of ``chunk`` modulo 0xFFFF (0 for a sum of 0xFFFF)."""
+    size = len(chunk)
+    n = int.from_bytes(chunk) << (8 if size & 1 else 0)
+    k1, m1, k2, m2, k3, m3 = _folds(size) if size <= _CACHED_FOLDS else _fold_masks(size)
+    n = (n >> k1) + (n & m1)
+    n = (n >> k2) + (n & m2)
+    n = (n >> k3) + (n & m3)
+    return n % 0xFFFF
+
+
+def _fold_masks(size: int) -> tuple[int, int, int, int, int, int]:
+    """The widths and masks of the three folds of a ``size``-byte integer."""
+    k1 = _half(size * 8)
+    k2 = _half(k1)
+    k3 = _half(k2)
+    return k1, (1 << k1) - 1, k2, (1 << k2) - 1, k3, (1 << k3) - 1
+
+
+# Masks of every size up to 2 KB, under 2 MB of them (larger ones are made per call).
+_CACHED_FOLDS: Final = 2048
+_folds = functools.lru_cache(maxsize=_CACHED_FOLDS)(_fold_masks)
 
 
 def _half(bits: int) -> int:
@@ -171,11 +197,6 @@ def best_sums() -> PayloadSums:
     return numpy_sums
 
 
-def _complement(total: int) -> int:
-    """``csum_fold``: the ones' complement of the folded sum ``total`` (> 0)."""
-    return 0xFFFE - (total - 1) % 0xFFFF
-
-
 class Segmenter:
     """Splits reads from a TSO TUN into IP packets (see the module docstring)."""
 
@@ -208,13 +229,10 @@ class Segmenter:
         at = start + csum_offset
         if at + 2 > len(data):
             return self._drop(SegmentDrop.CSUM_MALFORMED)
-        total = int.from_bytes(data[start:])
-        if (len(data) - start) & 1:
-            total <<= 8  # an odd last byte is summed as the high byte of a word
-        # A zero result is written as 0xFFFF (CSUM_MANGLED_0): zero means "no checksum"
-        # to UDP over IPv4.
-        checksum = (_complement(total) if total else 0xFFFF) or 0xFFFF
         self.stats.checksums += 1
+        # 0xFFFF - s is never 0: a zero result is written as 0xFFFF (CSUM_MANGLED_0),
+        # zero meaning "no checksum" to UDP over IPv4.
+        checksum = 0xFFFF - _sum(data[start:])
         return [data[VNET_HEADER_SIZE:at] + checksum.to_bytes(2) + data[at + 2 :]]
 
     def _segment(
@@ -228,12 +246,12 @@ class Segmenter:
         v4 = gso == GSO_TCPV4
         first = data[o]
         if (
-            first >> 4 != (4 if v4 else 6)
+            ip < (20 if v4 else 40)
+            or o + ip + _MIN_TCP_HEADER >= size
+            or first >> 4 != (4 if v4 else 6)
             or (v4 and ((first & 0x0F) * 4 != ip or data[o + 9] != _PROTO_TCP))
-            or ip < (20 if v4 else 40)
             or csum_offset != 16
             or mss == 0
-            or o + ip + _MIN_TCP_HEADER >= size
         ):
             return self._drop(SegmentDrop.GSO_MALFORMED)
         tcp_header = (data[o + ip + 12] >> 4) * 4
@@ -334,9 +352,3 @@ def _cut(
     body = body_sums[last] if full == count else _sum(data[end - n :])
     out.append(one(last, n, flags & ~_TCP_CWR, body))
     return out
-
-
-def _sum(chunk: bytes) -> int:
-    """A value congruent modulo 0xFFFF to the ones' complement sum of ``chunk``."""
-    total = int.from_bytes(chunk)
-    return total << 8 if len(chunk) & 1 else total
