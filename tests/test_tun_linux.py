@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import os
 import socket
 import struct
@@ -36,6 +37,7 @@ from trio_sudp.tun import TunError, open_tun
 from trio_sudp.tun.linux import LinuxTun, check_ifname
 from trio_sudp.tun.netconfig import configure_interface
 from trio_sudp.vpn.coalesce import PLAIN_HEADER, coalesce
+from trio_sudp.vpn.segment import SegmentDrop, SegmentStats, best_sums, pure_sums
 
 __all__ = ["netns1"]  # the fixture, imported for pytest
 
@@ -286,6 +288,145 @@ async def scenario_gso_write_reaches_a_tcp_socket() -> None:
                 listener.close()
 
 
+def check_packet(packet: bytes) -> tuple[str, str, int, bytes]:
+    """``parse``, and the TCP or UDP checksum verified (the slow sum of this module)."""
+    src, dst, proto, body = parse(packet)
+    if proto in (6, 17):
+        assert inet_checksum(pseudo_header(src, dst, len(body), proto) + body) == 0, "checksum"
+    return src, dst, proto, body
+
+
+async def read_packets(tun: LinuxTun) -> list[bytes]:
+    """The packets of the next read, waiting for one."""
+    while True:
+        try:
+            return tun.read_packets_nowait()
+        except BlockingIOError:
+            await tun.wait_readable()
+
+
+FIN = 0x01
+TSO_MTU = 1500
+# The options of our SYN-ACK: MSS 1460, NOP, window scale 7 (an 8 MB window).
+SYN_ACK_OPTIONS = b"\x02\x04\x05\xb4\x01\x03\x03\x07"
+
+
+async def bulk_tcp_into_tun(
+    tun: LinuxTun, local: str, peer: str, family: int, data: bytes
+) -> tuple[bytes, int]:
+    """A kernel socket sends ``data`` to ``peer``, whose TCP this plays through the TUN.
+
+    Every packet read is checked (``check_packet``, at most the MTU); returns the byte
+    stream put back together from the segments, and the most data segments one
+    read gave.
+    """
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    await sock.bind((local, 0))
+    sport = sock.getsockname()[1]
+    ours = 70000  # our initial sequence number
+    theirs = -1
+    chunks: dict[int, bytes] = {}  # offset in the stream -> payload not yet in order
+    stream = bytearray()
+    fin_at = -1
+    most = 0
+    connected = trio.Event()
+
+    async def sender() -> None:
+        await sock.connect((peer, 5201))
+        connected.set()
+        view = memoryview(data)
+        while view:
+            view = view[await sock.send(view[:262144]) :]
+        sock.shutdown(socket.SHUT_WR)
+
+    def reply(flags: int = TCP_ACK, **fields: Any) -> None:
+        ack = (theirs + 1 + len(stream) + (len(stream) == fin_at)) & 0xFFFFFFFF
+        segment = tcp_segment(
+            peer, local, seq=ours + (flags == TCP_ACK), ack=ack, flags=flags,
+            sport=5201, dport=sport, window=65535, **fields,
+        )  # fmt: skip
+        tun.write_nowait(segment)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender)
+        while not (len(stream) == fin_at and connected.is_set()):
+            packets = await read_packets(tun)
+            data_segments = 0
+            for packet in packets:
+                assert len(packet) <= TSO_MTU
+                src, dst, proto, tcp = check_packet(packet)
+                if (src, dst, proto) != (local, peer, 6) or tcp[:2] != struct.pack("!H", sport):
+                    continue
+                seq, flags = struct.unpack_from("!I", tcp, 4)[0], tcp[13]
+                if flags & SYN:
+                    theirs = seq
+                    reply(SYN | TCP_ACK, options=SYN_ACK_OPTIONS)
+                    continue
+                payload = tcp[(tcp[12] >> 4) * 4 :]
+                offset = (seq - theirs - 1) & 0xFFFFFFFF
+                if payload:
+                    data_segments += 1
+                    if offset >= len(stream):
+                        chunks[offset] = payload
+                if flags & FIN:
+                    fin_at = offset + len(payload)
+            most = max(most, data_segments)
+            while len(stream) in chunks:
+                stream += chunks.pop(len(stream))
+            if data_segments or fin_at >= 0:
+                reply()
+    sock.close()
+    print(f"{family.name}: {len(stream)} bytes, at most {most} segments in one read")
+    return bytes(stream), most
+
+
+async def scenario_tso_reads(sums: str) -> None:
+    """With TSO on, the kernel's bulk TCP comes out as 64 KB super-packets, which
+    ``read_packets_nowait`` cuts into valid packets carrying exactly the bytes sent."""
+    with trio.fail_after(40):
+        tun = LinuxTun.open(
+            "sudp%d", mtu=TSO_MTU, tso=True, sums=pure_sums if sums == "pure" else best_sums()
+        )
+        with tun:
+            assert tun.tso and tun.vnet_header
+            addresses = [f"{V4_LOCAL}/24", f"{V6_LOCAL}/64"]
+            async with configure_interface(tun.name, addresses=addresses):
+                for local, peer, family in (
+                    (V4_LOCAL, V4_PEER, socket.AF_INET),
+                    (V6_LOCAL, V6_PEER, socket.AF_INET6),
+                ):
+                    data = os.urandom(3 << 20)
+                    stream, most = await bulk_tcp_into_tun(tun, local, peer, family, data)
+                    assert stream == data
+                    assert most > 10, "reads of many segments: TSO super-packets"
+            stats = tun.segment_stats
+            assert isinstance(stats, SegmentStats)
+            assert stats.gso_reads > 0 and stats.segments > 2 * stats.gso_reads
+            assert stats.drops == {}
+
+
+async def scenario_tso_partial_checksums() -> None:
+    """With TUN_F_CSUM the kernel leaves UDP checksums to the device: they come out done."""
+    with trio.fail_after(30), LinuxTun.open("sudp%d", tso=True) as tun:
+        addresses = [f"{V4_LOCAL}/24", f"{V6_LOCAL}/64"]
+        async with configure_interface(tun.name, addresses=addresses):
+            for local, peer, family in (
+                (V4_LOCAL, V4_PEER, socket.AF_INET),
+                (V6_LOCAL, V6_PEER, socket.AF_INET6),
+            ):
+                sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+                await sock.bind((local, 40000))
+                for size in (0, 1, 2, 333, 1200):
+                    payload = os.urandom(size)
+                    await sock.sendto(payload, (peer, 9999))
+                    packet = await read_matching(tun, (local, peer, 17))  # read_nowait
+                    expected = udp_packet(local, peer, 40000, 9999, payload)
+                    assert check_packet(packet) == parse(expected)
+                sock.close()
+        stats = tun.segment_stats
+        assert stats is not None and stats.checksums >= 10, "partial checksums were completed"
+
+
 async def scenario_close() -> None:
     """close() wakes a waiting reader with ClosedResourceError and deletes the interface."""
     with trio.fail_after(30):
@@ -353,6 +494,7 @@ async def scenario_errors() -> None:
         "scenario_icmp_echo",
         "scenario_drain_batch",
         "scenario_gso_write_reaches_a_tcp_socket",
+        "scenario_tso_partial_checksums",
         "scenario_close",
         "scenario_errors",
     ],
@@ -360,6 +502,13 @@ async def scenario_errors() -> None:
 async def test_in_namespace(netns1: Topology, scenario: str) -> None:
     with trio.fail_after(TIME_LIMIT):
         await run_scenario(netns1[0], THIS, scenario)
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("sums", ["pure", "best"])
+async def test_tso_reads_in_namespace(netns1: Topology, sums: str) -> None:
+    with trio.fail_after(TIME_LIMIT):
+        await run_scenario(netns1[0], THIS, "scenario_tso_reads", sums)
 
 
 def _namespaces() -> set[str]:
@@ -431,6 +580,101 @@ def test_setiff_not_permitted(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(TunError, match=r"operation not permitted .*CAP_NET_ADMIN"):
         LinuxTun.open("sudp0")
     assert closed == [99]
+
+
+class FakeTun:
+    """``/dev/net/tun`` played by a SOCK_SEQPACKET pair (one read, one message).
+
+    ``ioctl`` answers ``TUNSETIFF`` and takes or refuses ``TUNSETOFFLOAD``; ``send``
+    is the kernel handing a read (vnet header first) to the device.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, offload_error: int | None) -> None:
+        import fcntl
+
+        from trio_sudp.tun import linux
+
+        self.kernel, device = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        device.setblocking(False)
+        self.fd = device.detach()
+        self.offloads: list[int] = []
+
+        def ioctl(fd: int, request: int, arg: Any, *rest: Any) -> Any:
+            assert fd == self.fd
+            if request == linux._TUNSETIFF:
+                return b"sudpfake0".ljust(16, b"\0") + bytes(arg)[16:]
+            assert request == linux._TUNSETOFFLOAD
+            self.offloads.append(arg)
+            if offload_error is not None:
+                raise OSError(offload_error, os.strerror(offload_error))
+            return 0
+
+        monkeypatch.setattr(os, "open", lambda *args: self.fd)
+        monkeypatch.setattr(fcntl, "ioctl", ioctl)
+
+    def send(self, read: bytes) -> None:
+        self.kernel.send(read)
+
+
+def _gso_read(count: int) -> tuple[bytes, list[bytes]]:
+    """A super-packet of ``count`` segments as a TSO TUN reads it, and its segments."""
+    segments = [
+        tcp_segment(V4_LOCAL, V4_PEER, bytes([i]) * 1000, seq=1000 * i, ident=i)
+        for i in range(count)
+    ]
+    (write,) = coalesce(segments)
+    return b"".join(bytes(part) for part in write), segments
+
+
+def test_tso_reads_come_back_as_segments(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeTun(monkeypatch, offload_error=None)
+    with LinuxTun.open("sudpfake%d", tso=True, sums=pure_sums) as tun:
+        assert tun.tso and tun.vnet_header
+        assert fake.offloads == [0x01 | 0x02 | 0x04]  # TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+        read, segments = _gso_read(5)
+        fake.send(read)
+        assert tun.read_packets_nowait() == segments
+        fake.send(read)
+        assert [tun.read_nowait() for _ in segments] == segments  # one by one
+        with pytest.raises(BlockingIOError):
+            tun.read_nowait()
+        fake.send(read)
+        assert tun.read_nowait() == segments[0]
+        assert tun.read_packets_nowait() == segments[1:]  # the rest of that read
+        # A read the kernel would never send is dropped, counted, and the next taken.
+        fake.send(b"\x01\x05" + read[2:])  # gso_type UDP_L4
+        fake.send(bytes(10) + segments[0])
+        assert tun.read_packets_nowait() == [segments[0]]
+        with pytest.raises(BlockingIOError):
+            tun.read_packets_nowait()
+        stats = tun.segment_stats
+        assert stats is not None
+        assert (stats.gso_reads, stats.segments) == (3, 15)
+        assert stats.drops == {SegmentDrop.GSO_UNSUPPORTED: 1}
+    with pytest.raises(trio.ClosedResourceError):
+        tun.read_packets_nowait()
+    with pytest.raises(trio.ClosedResourceError):
+        tun.read_nowait()
+
+
+def test_a_kernel_that_refuses_offloads_leaves_plain_reads(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeTun(monkeypatch, offload_error=errno.EINVAL)
+    with caplog.at_level(logging.DEBUG, logger="trio_sudp"):
+        tun = LinuxTun.open("sudpfake%d", tso=True)
+    with tun:
+        assert not tun.tso and tun.vnet_header and tun.segment_stats is None
+        assert [r.getMessage() for r in caplog.records] == [
+            "sudpfake0: no TSO reads, the kernel refused TUNSETOFFLOAD: [Errno 22] Invalid argument"
+        ]
+        packet = tcp_segment(V4_LOCAL, V4_PEER, b"p" * 100, seq=1)
+        fake.send(bytes(10) + packet)
+        assert tun.read_packets_nowait() == [packet]
+        fake.send(bytes(10) + packet)
+        assert tun.read_nowait() == packet
+        with pytest.raises(BlockingIOError):
+            tun.read_packets_nowait()
 
 
 @pytest.mark.parametrize("name", ["", "a" * 16, "bad/name", "sp ace", "é", "a:b", "%d%d"])

@@ -8,14 +8,24 @@ through ``trio.lowlevel.FdStream``), and Trio is only involved through
 With ``vnet_header=True`` the device is opened with ``IFF_VNET_HDR``: every read
 and write carries a 10-byte ``virtio_net_hdr``, which ``read_nowait`` strips and
 ``write_nowait`` adds, and :meth:`LinuxTun.write_vectored_nowait` can write a GSO
-packet (many TCP segments in one write, see ``vpn/coalesce.py``). No offloads are
-turned on for reads (``TUNSETOFFLOAD`` is not used), so reads stay plain packets.
+packet (many TCP segments in one write, see ``vpn/coalesce.py``).
+
+With ``tso=True`` (which implies ``vnet_header``) the kernel is also told that the
+device takes checksum and TCP segmentation offload (``TUNSETOFFLOAD`` with
+``TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6``, as wireguard-go does): one read then
+returns up to 64 KB of a TCP stream as one super-packet, and packets whose checksum
+the kernel left to the device. :meth:`LinuxTun.read_packets_nowait` returns the
+ordinary IP packets of one read (``vpn/segment.py`` cuts and completes them), one
+system call for up to 45 segments. A kernel that refuses the offloads leaves the
+device with plain reads (one debug line).
 """
 
 from __future__ import annotations
 
+import collections
 import errno
 import fcntl
+import logging
 import os
 import socket
 import struct
@@ -23,8 +33,24 @@ from collections.abc import Sequence
 
 from trio_sudp.tun.errors import TunError
 from trio_sudp.tun.fd_device import FdDevice
+from trio_sudp.vpn.segment import (
+    VNET_HEADER_SIZE,
+    PayloadSums,
+    Segmenter,
+    SegmentStats,
+    best_sums,
+)
 
-__all__ = ["READ_SIZE", "TUN_PATH", "VNET_HEADER_SIZE", "LinuxTun", "check_ifname"]
+__all__ = [
+    "READ_SIZE",
+    "TSO_OFFLOADS",
+    "TUN_PATH",
+    "VNET_HEADER_SIZE",
+    "LinuxTun",
+    "check_ifname",
+]
+
+log = logging.getLogger("trio_sudp")
 
 TUN_PATH = "/dev/net/tun"
 
@@ -36,8 +62,9 @@ _TUNSETIFF = 0x400454CA
 _IFF_TUN = 0x0001
 _IFF_NO_PI = 0x1000
 _IFF_VNET_HDR = 0x4000
-#: ``sizeof(struct virtio_net_hdr)``, before every packet of a vnet-header device.
-VNET_HEADER_SIZE = 10
+_TUNSETOFFLOAD = 0x400454D0
+#: ``TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6``: what the device takes for reads with ``tso``.
+TSO_OFFLOADS = 0x01 | 0x02 | 0x04
 _PLAIN_HEADER = bytes(VNET_HEADER_SIZE)
 _SIOCGIFMTU = 0x8921
 _SIOCSIFMTU = 0x8922
@@ -68,17 +95,41 @@ def check_ifname(name: str) -> bytes:
 class LinuxTun(FdDevice):
     """One open, non-persistent Linux TUN device: closing it deletes the interface."""
 
-    __slots__ = ("_read_size", "vnet_header")
+    __slots__ = ("_pending", "_read_size", "_segmenter", "vnet_header")
     kind = "TUN device"
 
     def __init__(
-        self, fd: int, name: str, *, read_size: int = READ_SIZE, vnet_header: bool = False
+        self,
+        fd: int,
+        name: str,
+        *,
+        read_size: int = READ_SIZE,
+        vnet_header: bool = False,
+        segmenter: Segmenter | None = None,
     ) -> None:
-        """Wrap an already configured, non-blocking TUN fd (see :meth:`open`)."""
+        """Wrap an already configured, non-blocking TUN fd (see :meth:`open`).
+
+        ``segmenter`` is given for a vnet-header fd with the TSO offloads on.
+        """
         super().__init__(fd, name)
         #: Whether the fd was opened with ``IFF_VNET_HDR`` (GSO writes possible).
-        self.vnet_header = vnet_header
-        self._read_size = read_size + VNET_HEADER_SIZE if vnet_header else read_size
+        self.vnet_header = vnet_header or segmenter is not None
+        if segmenter is not None:
+            read_size = max(read_size, READ_SIZE)  # a super-packet is up to 64 KB
+        self._read_size = read_size + VNET_HEADER_SIZE if self.vnet_header else read_size
+        self._segmenter = segmenter
+        # Packets of a read that read_nowait has not returned yet (TSO only).
+        self._pending: collections.deque[bytes] = collections.deque()
+
+    @property
+    def tso(self) -> bool:
+        """Whether reads may be TCP super-packets (the TSO offloads are on)."""
+        return self._segmenter is not None
+
+    @property
+    def segment_stats(self) -> SegmentStats | None:
+        """The counters of the segmentation of reads (None without TSO)."""
+        return None if self._segmenter is None else self._segmenter.stats
 
     @classmethod
     def open(
@@ -89,6 +140,8 @@ class LinuxTun(FdDevice):
         path: str = TUN_PATH,
         read_size: int = READ_SIZE,
         vnet_header: bool = False,
+        tso: bool = False,
+        sums: PayloadSums | None = None,
     ) -> LinuxTun:
         """Create a TUN device named ``name`` (or a pattern such as ``"sudp%d"``).
 
@@ -96,8 +149,11 @@ class LinuxTun(FdDevice):
         given, is set on the new interface. ``read_size`` bounds one read: a packet
         longer than it is truncated, so keep it at least the largest MTU the
         interface will have (a smaller buffer saves ≈0.3 µs per read).
-        ``vnet_header`` opens it with ``IFF_VNET_HDR`` (see the module docstring).
-        Raises :class:`TunError` with the reason.
+        ``vnet_header`` opens it with ``IFF_VNET_HDR``, ``tso`` also with the
+        offloads that make reads super-packets (see the module docstring);
+        ``sums`` is how segments' payload checksums are summed (default
+        :func:`~trio_sudp.vpn.segment.best_sums`). Raises :class:`TunError` with
+        the reason.
         """
         raw = check_ifname(name) if name is not None else b""
         shown = name or "tun%d"
@@ -106,10 +162,14 @@ class LinuxTun(FdDevice):
         except OSError as exc:
             raise _open_error(path, exc) from exc
         try:
+            vnet_header = vnet_header or tso
             flags = _IFF_TUN | _IFF_NO_PI | (_IFF_VNET_HDR if vnet_header else 0)
             ifr = fcntl.ioctl(fd, _TUNSETIFF, _IFREQ_FLAGS.pack(raw, flags))
             actual = _IFREQ_FLAGS.unpack(ifr)[0].rstrip(b"\0").decode("ascii")
-            tun = cls(fd, actual, read_size=read_size, vnet_header=vnet_header)
+            segmenter = None
+            if tso and _set_offload(fd, actual):
+                segmenter = Segmenter(sums or best_sums())
+            tun = cls(fd, actual, read_size=read_size, vnet_header=vnet_header, segmenter=segmenter)
             _no_link_local(actual)
             if mtu is not None:
                 tun.set_mtu(mtu)
@@ -142,15 +202,54 @@ class LinuxTun(FdDevice):
     def read_nowait(self) -> bytes:
         """Return one IP packet; raise ``BlockingIOError`` when none is ready.
 
-        Raises ``trio.ClosedResourceError`` once closed.
+        With TSO the packets of one read are returned one by one (prefer
+        :meth:`read_packets_nowait`). Raises ``trio.ClosedResourceError`` once closed.
         """
+        if self._segmenter is None:
+            try:  # inline: this is the per-packet path of a device without TSO
+                data = os.read(self._fd, self._read_size)
+            except OSError:
+                if self._fd < 0:
+                    raise self._closed_error() from None
+                raise
+            return data[VNET_HEADER_SIZE:] if self.vnet_header else data
+        pending = self._pending
+        if not pending:
+            pending.extend(self._read_segments(self._segmenter))
+        return pending.popleft()
+
+    def read_packets_nowait(self) -> list[bytes]:
+        """Return the IP packets of one read (at least one); ``BlockingIOError`` if none.
+
+        With TSO a super-packet comes back as its segments, cut as the kernel
+        would have cut them, and a packet with a partial checksum completed;
+        without, the one packet read. Raises ``trio.ClosedResourceError`` once closed.
+        """
+        if self._segmenter is None:
+            data = self._read()
+            return [data[VNET_HEADER_SIZE:] if self.vnet_header else data]
+        pending = self._pending
+        if pending:
+            packets = list(pending)
+            pending.clear()
+            return packets
+        return self._read_segments(self._segmenter)
+
+    def _read_segments(self, segmenter: Segmenter) -> list[bytes]:
+        split = segmenter.split
+        while True:
+            packets = split(self._read())
+            if packets:
+                return packets
+            # A read the segmenter dropped (counted): try the next one.
+
+    def _read(self) -> bytes:
         try:
-            data = os.read(self._fd, self._read_size)
+            return os.read(self._fd, self._read_size)
         except OSError:
             if self._fd < 0:
                 raise self._closed_error() from None
             raise
-        return data[VNET_HEADER_SIZE:] if self.vnet_header else data
 
     def write_nowait(self, packet: bytes) -> None:
         """Write one IP packet; raise ``BlockingIOError`` if the device would block.
@@ -183,6 +282,16 @@ class LinuxTun(FdDevice):
 
     def _release(self, fd: int) -> None:
         os.close(fd)
+
+
+def _set_offload(fd: int, name: str) -> bool:
+    """Turn on the TSO offloads; False (and one debug line) if the kernel refuses."""
+    try:
+        fcntl.ioctl(fd, _TUNSETOFFLOAD, TSO_OFFLOADS)
+    except OSError as exc:
+        log.debug("%s: no TSO reads, the kernel refused TUNSETOFFLOAD: %s", name, exc)
+        return False
+    return True
 
 
 def _open_error(path: str, exc: OSError) -> TunError:
