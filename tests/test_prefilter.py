@@ -26,8 +26,9 @@ from pcap import read_udp
 from runtime_helpers import needs_ipv6
 from trio_sudp.protocol import Kind, PrivateKey, Version
 from trio_sudp.protocol.crypto import make_header_tagger
+from trio_sudp.protocol.datapath import encode_data
 from trio_sudp.protocol.errors import DropReason
-from trio_sudp.protocol.wire import encode_control, encode_data, encode_handshake
+from trio_sudp.protocol.wire import encode_control, encode_handshake
 from trio_sudp.runtime.prefilter import (
     PrefilterRules,
     SocketFilter,
