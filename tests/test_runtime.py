@@ -409,7 +409,7 @@ def test_peer_statistics_as_json_formats_the_endpoint(
     stats = PeerStatistics(
         vaddr=2, version=3, state="established", endpoint=endpoint, current_epoch=1,
         last_handshake_age=0.5, rx_packets=1, rx_bytes=2, tx_packets=3, tx_bytes=4,
-        handshakes=1, drops={"stale": 1}, public_key="ab:cd",
+        handshakes=1, endpoint_changes=0, drops={"stale": 1}, public_key="ab:cd",
     )  # fmt: skip
     data = stats.as_json()
     assert data["endpoint"] == shown

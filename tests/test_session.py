@@ -407,6 +407,7 @@ def test_roaming_follows_authenticated_messages_only(version: Version) -> None:
     pair.run_for(0.1)
     assert pair.server.endpoint == ("198.51.100.7", 50000)
     assert pair.events_of("server", Roamed) == [Roamed(CLIENT_ADDR, ("198.51.100.7", 50000))]
+    assert pair.server.stats.endpoint_changes == 1
     pair.send_s2c(b"follows")
     pair.run_for(0.1)
     assert pair.to_client == [b"follows"]

@@ -79,6 +79,8 @@ class SessionStats:
     tx_packets: int = 0
     tx_bytes: int = 0
     handshakes: int = 0
+    #: Times the peer's endpoint moved (NAT rebinding, roaming).
+    endpoint_changes: int = 0
     drops: Counter[DropReason] = attrs.field(factory=Counter)
 
 
@@ -394,6 +396,7 @@ class Session(abc.ABC):
         old = self.endpoint
         self.endpoint = address
         if old is not None:
+            self.stats.endpoint_changes += 1
             self.events.append(Roamed(old, address))
 
     # ----------------------------------------------------------------- signed path

@@ -43,6 +43,8 @@ class PeerStatistics:
     tx_packets: int
     tx_bytes: int
     handshakes: int
+    #: Times the endpoint moved (NAT rebinding, roaming).
+    endpoint_changes: int
     #: Dropped datagrams and payloads by reason code.
     drops: dict[str, int]
     public_key: str
@@ -143,6 +145,7 @@ class PeerRunner:
             tx_packets=stats.tx_packets,
             tx_bytes=stats.tx_bytes,
             handshakes=stats.handshakes,
+            endpoint_changes=stats.endpoint_changes,
             drops=drops,
             public_key=session.peer.public_key.fingerprint(),
         )
