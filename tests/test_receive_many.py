@@ -88,13 +88,16 @@ class Twins:
         self.batches.append((self.now, self.clock.us, False, hello))
 
     def handshake(self) -> list[bytes]:
-        """The client's ClientHandshake, answered by ``gen``, and its EpochAck."""
+        """The client's ClientHandshake, answered by ``gen``, and its EpochAck.
+
+        Without the EpochAck when ``gen`` refused the handshake (the wall clock went
+        back further than the freshness window since the client's newest message).
+        """
         (hello,) = [d for d, _ in self.client.take_datagrams()]
         self.gen.receive(hello, self.address, self.now)
         for datagram, _ in self.gen.take_datagrams():
             self.client.receive(datagram, SERVER_ADDR, self.now)
-        (ack,) = [d for d, _ in self.client.take_datagrams()]
-        return [hello, ack]
+        return [hello, *(d for d, _ in self.client.take_datagrams())]
 
     def data(self, size: int) -> bytes:
         datagram = self.client.send(bytes([size % 256]) * size, self.now)
@@ -151,9 +154,9 @@ def build(twins: Twins, draw: st.DrawFn) -> None:
                 twins.address = ROAMED_ADDR if twins.address == CLIENT_ADDR else CLIENT_ADDR
             elif action == "rekey" and twins.client.handshake_in_flight is False:
                 twins.client.rekey(twins.now)
-                hello, ack = twins.handshake()
+                hello, *ack = twins.handshake()
                 # Without its EpochAck, the new epoch is promoted by the data after it.
-                batch += [hello, ack] if draw(st.booleans()) else [hello]
+                batch += [hello, *ack] if draw(st.booleans()) else [hello]
             twins.client.take_datagrams()
         # Sometimes the servers learn the client's clock afresh from this batch.
         relearn = draw(st.booleans())

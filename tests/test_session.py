@@ -13,6 +13,7 @@ from trio_sudp.protocol import (
     Connected,
     ControlFlag,
     DropReason,
+    EphemeralKey,
     Expired,
     HandshakeFailed,
     HandshakeStarted,
@@ -27,7 +28,12 @@ from trio_sudp.protocol import (
     Version,
     max_payload,
 )
-from trio_sudp.protocol.wire import ControlMessage, HandshakeMessage, decode_untrusted
+from trio_sudp.protocol.wire import (
+    ControlMessage,
+    HandshakeMessage,
+    decode_untrusted,
+    encode_handshake,
+)
 
 VERSIONS = [Version.V2, Version.V3]
 
@@ -472,9 +478,20 @@ def test_server_not_knowing_our_key_refuses_clearly() -> None:
         clock=pair.client_clock,
     )
     pair.connect()
+    pair.run_for(15.0)
     (failed,) = pair.events_of("client", HandshakeFailed)
+    assert failed.reason.startswith("no answer from the server; last problem:")
     assert "key mismatch" in failed.reason
-    assert pair.server.stats.drops[DropReason.BAD_SIGNATURE] == 1
+    sent = len(pair.wire_c2s)  # the first ClientHandshake and its resends
+    assert sent == 5
+    assert pair.server.stats.drops[DropReason.BAD_SIGNATURE] == sent
+    # Never a signed answer to an unauthenticated request: only unsigned refusals.
+    refusals = [decode_untrusted(d) for d in pair.wire_s2c]
+    assert len(refusals) == sent
+    for refusal in refusals:
+        assert isinstance(refusal, ControlMessage)
+        assert refusal.flags == ControlFlag.NO_SESSION
+        assert refusal.signature == bytes(64)
 
 
 def test_wrong_shared_key_refused_clearly() -> None:
@@ -560,12 +577,34 @@ def test_unknown_peer_and_rate_limit_counted_by_the_server_core() -> None:
     forged_src = handshake[:4] + b"\x00\x63" + handshake[6:]
     assert pair.core.route(forged_src, CLIENT_ADDR, pair.now) == NO_PEER
     assert pair.core.drops[DropReason.UNKNOWN_PEER] == 1
-    allowed = [pair.core.route(handshake, CLIENT_ADDR, pair.now) for _ in range(40)]
-    assert allowed.count(CLIENT_VADDR) == 20  # the burst
-    assert allowed.count(NO_PEER) == 20
-    assert pair.core.drops[DropReason.RATE_LIMITED] == 20
+    # 40 distinct, well-signed handshakes from ports of one host that is no client's
+    # endpoint: the host's burst of 20 is verified, the rest refused unverified.
+    hellos = [signed_hello(pair, epoch) for epoch in range(100, 140)]
+    for port, hello in enumerate(hellos, 40000):
+        source = (CLIENT_ADDR[0], port)
+        assert pair.core.route(hello, source, pair.now) == CLIENT_VADDR
+        assert pair.server.receive(hello, source, pair.now) is None
+    assert pair.server.stats.drops[DropReason.RATE_LIMITED] == 20
+    budget = pair.core.budget.stats
+    assert (budget.verified_strangers, budget.refused_strangers) == (20, 20)
     # Another source host has its own bucket.
-    assert pair.core.route(handshake, ("198.51.100.99", 1), pair.now) == CLIENT_VADDR
+    pair.server.receive(signed_hello(pair, 200), ("198.51.100.99", 1), pair.now)
+    assert budget.verified_strangers == 21
+
+
+def signed_hello(pair: Pair, epoch: int) -> bytes:
+    """A ClientHandshake of the pair's client for ``epoch``, signed afresh."""
+    return encode_handshake(
+        pair.version,
+        Kind.CLIENT_HANDSHAKE,
+        src=CLIENT_VADDR,
+        dst=0,
+        epoch=epoch,
+        time=pair.client_clock.now_us() // (1000 if pair.version == Version.V2 else 1),
+        ephemeral_public=EphemeralKey.generate().public_bytes,
+        tagger=pair.client_peer.tagger,
+        signer=pair.client_key,
+    )
 
 
 def test_previous_key_dropped_once_its_data_cannot_be_fresh() -> None:

@@ -8,6 +8,7 @@ a NoSession hint on a KeepAliveAck, the silence rule, or a server gone quiet
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Final
@@ -25,6 +26,10 @@ from .settings import SessionSettings
 from .wire import ControlMessage, HandshakeMessage
 
 __all__ = ["ClientSession"]
+
+#: Signatures a handshake attempt checks on messages with a bad header tag, to tell a
+#: server with another shared key (its signature verifies) from noise.
+_TAG_PROBES: Final = 3
 
 _INF: Final = math.inf
 
@@ -190,15 +195,29 @@ class ClientSession(Session):
     def _on_unauthentic(
         self, message: SignedMessage, reason: DropReason, address: Address, now: float
     ) -> None:
-        if self._handshake.attempt is None:
+        attempt = self._handshake.attempt
+        if attempt is None:
             return
-        if reason is DropReason.HEADER_TAG_MISMATCH and self._signed.signed_by_peer(message):
-            # Signed by the server, yet tagged with another key: the shared keys differ.
-            self._fail_attempt(
-                now,
-                "the server tags its messages with another v3 shared key than ours "
-                "(shared key mismatch)",
-            )
+        if reason is DropReason.HEADER_TAG_MISMATCH and attempt.tag_probes < _TAG_PROBES:
+            attempt.tag_probes += 1
+            if self._signed.signature_ok(message):
+                # Signed by the server, yet tagged with another key: the shared keys differ.
+                self._fail_attempt(
+                    now,
+                    "the server tags its messages with another v3 shared key than ours "
+                    "(shared key mismatch)",
+                )
+                return
+        if (
+            reason is DropReason.BAD_SIGNATURE
+            and isinstance(message, ControlMessage)
+            and message.flags & ControlFlag.NO_SESSION
+            and message.header.epoch == attempt.epoch
+        ):
+            # An unsigned refusal: anyone could have sent it, so it is only a hint for
+            # the failure message should no answer come.
+            with contextlib.suppress(ValueError):
+                self._last_problem = REFUSAL_TEXT[RefusalCode(message.data)]
             return
         if isinstance(message, HandshakeMessage):
             if reason is DropReason.BAD_SIGNATURE:
@@ -214,6 +233,15 @@ class ClientSession(Session):
     def _drop(self, reason: DropReason) -> None:
         super()._drop(reason)
         self._last_problem = None
+
+    def _proves_key(self, message: SignedMessage) -> bool:
+        # The ServerHandshake answering our attempt: only it may fix the clock offset.
+        attempt = self._handshake.attempt
+        return (
+            isinstance(message, HandshakeMessage)
+            and attempt is not None
+            and message.header.epoch == attempt.epoch
+        )
 
     def _no_answer(self) -> str:
         """Why an attempt got no answer: the latest problem seen, if telling."""

@@ -1,14 +1,24 @@
 """A peer's clock as we see it: its offset from ours and the freshness of its messages (SPEC §4).
 
-The first authenticated message of a peer fixes ``offset = local − remote`` (refused
-beyond ``max_clock_skew``); later messages older than ``freshness`` or further than
-``max_future`` in the future, after that offset, are refused. The per-packet path
-compares a header time with :meth:`PeerClock.window` (two integers per batch) and
-calls :meth:`PeerClock.check` only for times outside it.
+The message that proves a new key (the server: the client's EpochAck or Data in the
+new epoch; the client: the ServerHandshake answering its attempt) fixes
+``offset = local − remote``, refused beyond ``max_clock_skew``; any other
+authenticated message is held to the same skew limit without fixing anything, so
+that a replayed message cannot set the offset (SPEC §6 "Clock"). Later messages
+older than ``freshness`` or further than ``max_future`` in the future, after that
+offset, are refused. The per-packet path compares a header time with
+:meth:`PeerClock.window` (two integers per batch) and calls :meth:`PeerClock.check`
+only for times outside it.
+
+The clock also remembers the newest time of the peer's signed messages, for a while
+after it last heard from the peer (also across a server's :meth:`forget`): a
+handshake older than that by more than ``freshness`` is a replay of an earlier
+session (:meth:`replayed`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Final
 
@@ -28,6 +38,10 @@ class PeerClock:
         "_fresh_us",
         "_future_us",
         "_max_skew_us",
+        "_newest",
+        "_newest_until",
+        "_replay_slack",
+        "_retention",
         "_unit",
         "_wall_us",
         "offset_us",
@@ -46,6 +60,14 @@ class PeerClock:
         self._max_skew_us = round(settings.max_clock_skew * 1e6)
         self._fresh_us = round(settings.freshness * 1e6)
         self._future_us = round(settings.max_future * 1e6)
+        #: The newest header time of the peer's accepted signed messages, and until when
+        #: (monotonic) it is remembered: beyond skew + freshness a replay fails anyway.
+        self._newest = -1
+        self._newest_until = -math.inf
+        self._retention = settings.max_clock_skew + settings.freshness
+        #: How much older than the newest a handshake may be (a clock stepping back a
+        #: little is no replay; more would make the peer's messages stale anyway).
+        self._replay_slack = self._fresh_us // unit_us
 
     def window(self, wall_us: int) -> tuple[int, int]:
         """``(low, high)``: the header times that :meth:`check` accepts at ``wall_us``.
@@ -61,12 +83,13 @@ class PeerClock:
             wall_us - offset + self._future_us
         ) // unit
 
-    def check(self, remote_time: int) -> DropReason | None:
-        """Check an authenticated message's header time; fix the offset if none is set.
+    def check(self, remote_time: int, *, fix: bool = True) -> DropReason | None:
+        """Check an authenticated message's header time.
 
-        Returns ``None`` if the time is acceptable, else ``CLOCK_SKEW`` (the first
-        message; the offset stays unset and ``skew_us`` tells by how much), ``STALE``
-        or ``FUTURE``.
+        Without an offset, the time is held to ``max_clock_skew`` and, with ``fix``,
+        fixes the offset. Returns ``None`` if the time is acceptable, else
+        ``CLOCK_SKEW`` (no offset yet; ``skew_us`` tells by how much), ``STALE`` or
+        ``FUTURE``.
         """
         now_us = self._wall_us()
         remote_us = remote_time * self._unit
@@ -76,7 +99,8 @@ class PeerClock:
             if abs(offset) > self._max_skew_us:
                 self.skew_us = offset
                 return DropReason.CLOCK_SKEW
-            self.offset_us = offset
+            if fix:
+                self.offset_us = offset
             return None
         age = now_us - remote_us - offset
         if age > self._fresh_us:
@@ -84,6 +108,17 @@ class PeerClock:
         if age < -self._future_us:
             return DropReason.FUTURE
         return None
+
+    def saw(self, remote_time: int, now: float) -> None:
+        """A signed message with header time ``remote_time`` was accepted at ``now``."""
+        if remote_time > self._newest or now > self._newest_until:
+            self._newest = remote_time
+        self._newest_until = now + self._retention
+
+    def replayed(self, remote_time: int, now: float) -> bool:
+        """Whether a message stamped ``remote_time`` is older than the peer's newest message
+        by more than ``freshness``: a replay of an earlier session."""
+        return remote_time < self._newest - self._replay_slack and now <= self._newest_until
 
     def describe_skew(self) -> str:
         """The latest clock-skew refusal, for a message to the user."""

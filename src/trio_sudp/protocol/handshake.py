@@ -22,9 +22,8 @@ from typing import Final
 
 from .constants import ControlFlag, Kind, Version
 from .crypto import EphemeralKey, HeaderTagger, PrivateKey, PublicKey
-from .errors import DropReason
 from .settings import SessionSettings
-from .wire import ControlMessage, HandshakeMessage, encode_control, encode_handshake, verify_signed
+from .wire import ControlMessage, HandshakeMessage, encode_control, encode_handshake, tag_matches
 
 __all__ = [
     "REFUSAL_TEXT",
@@ -130,22 +129,44 @@ class SignedCodec:
             signer=self._private_key,
         )
 
-    def verify(self, message: SignedMessage) -> DropReason | None:
-        """``None`` if ``message`` is the peer's (header tag, then signature), else why not."""
-        return verify_signed(
-            message, self.tagger, self._peer_key, tolerate_v2_left_aligned=self._tolerant
+    def unsigned_refusal(self, epoch: int, code: RefusalCode) -> bytes:
+        """A refusal of a handshake we could not authenticate: no signature (all zeros).
+
+        Never a signed answer to an unauthenticated request; the client treats it as a
+        hint only, since anyone could have sent it.
+        """
+        return encode_control(
+            self._version,
+            src=self._own,
+            dst=self._peer,
+            epoch=epoch,
+            time=self._stamp(),
+            flags=ControlFlag.NO_SESSION,
+            data=int(code),
+            tagger=self.tagger,
+            signer=None,
         )
 
-    def signed_by_peer(self, message: SignedMessage) -> bool:
-        """Whether the signature alone verifies (a message tagged with another shared key)."""
-        return self._peer_key.verify(message.signature, message.signed_bytes)
+    def tag_ok(self, message: SignedMessage) -> bool:
+        """Whether the header tag matches (cheap; for v3 it proves the shared key)."""
+        return tag_matches(message, self.tagger)
+
+    def signature_ok(self, message: SignedMessage) -> bool:
+        """Whether the peer's long-term key signed ``message`` (costly: ECDSA)."""
+        return self._peer_key.verify(
+            message.signature, message.signed_bytes, tolerate_v2_left_aligned=self._tolerant
+        )
 
 
 class SignatureMemory:
-    """Signed messages already accepted, so that a replay cannot move an endpoint.
+    """Signed messages already accepted, so that a replay cannot move anything.
 
     Keyed by the signature's ``r`` without leading or trailing zero bytes, which is
     the same for its Go v2 left-aligned form and for the malleable ``(r, n - s)``.
+    A signature is looked up before it is verified (a replay costs no ECDSA) and
+    remembered only once it verified (garbage cannot push real entries out). The
+    memory outlives a session (a server's :meth:`forget`): a replay of an old
+    session's handshake is refused after an expiry too.
     """
 
     __slots__ = ("_entries", "_limit")
@@ -154,12 +175,14 @@ class SignatureMemory:
         self._entries: dict[bytes, float] = {}
         self._limit = limit
 
-    def seen(self, signature: bytes, now: float, keep_for: float) -> bool:
-        """Whether ``signature`` was seen before; remember it for ``keep_for`` seconds."""
-        key = signature[:32].strip(b"\0")
+    def seen(self, signature: bytes, now: float) -> bool:
+        """Whether ``signature`` was accepted within its memory time."""
+        until = self._entries.get(signature[:32].strip(b"\0"))
+        return until is not None and until >= now
+
+    def remember(self, signature: bytes, now: float, keep_for: float) -> None:
+        """Remember an accepted signature for ``keep_for`` seconds."""
         entries = self._entries
-        if key in entries:
-            return True
         # Every entry is kept equally long, so insertion order is expiry order: the
         # expired ones are at the front. A few live entries suffice (a keepalive
         # every 0.5 s), so the memory of an idle peer stays small.
@@ -167,17 +190,13 @@ class SignatureMemory:
             if until >= now and len(entries) < self._limit:
                 break
             del entries[old]
-        entries[key] = now + keep_for
-        return False
-
-    def clear(self) -> None:
-        self._entries.clear()
+        entries[signature[:32].strip(b"\0")] = now + keep_for
 
 
 class Attempt:
     """A ClientHandshake in flight: its epoch, ephemeral key and resend count."""
 
-    __slots__ = ("ephemeral", "epoch", "reason", "retries_sent", "started_at")
+    __slots__ = ("ephemeral", "epoch", "reason", "retries_sent", "started_at", "tag_probes")
 
     def __init__(self, epoch: int, started_at: float, reason: str) -> None:
         self.epoch = epoch
@@ -185,6 +204,8 @@ class Attempt:
         self.started_at = started_at
         self.reason = reason
         self.retries_sent = 0
+        #: Signatures checked on messages with a bad header tag during this attempt.
+        self.tag_probes = 0
 
 
 class ClientHandshake:

@@ -15,7 +15,7 @@ from typing import Final
 from .epochs import EpochSet
 from .settings import SessionSettings
 
-__all__ = ["ClientLiveness", "IdleExpiry", "LivenessRule", "PreviousKeyTimer"]
+__all__ = ["ClientLiveness", "IdleExpiry", "LivenessRule", "LossSignal", "PreviousKeyTimer"]
 
 _INF: Final = math.inf
 
@@ -120,14 +120,38 @@ class ClientLiveness:
         return self._silence is not None
 
 
+class LossSignal:
+    """When the server's socket last lost datagrams (its queue overflowed), if ever.
+
+    Shared by all of a server's sessions; the runtime reports losses (:meth:`note`).
+    """
+
+    __slots__ = ("last_loss_at",)
+
+    def __init__(self) -> None:
+        self.last_loss_at = -_INF
+
+    def note(self, now: float) -> None:
+        """Datagrams were lost by ``now``."""
+        self.last_loss_at = now
+
+
 class IdleExpiry:
-    """The server forgets a client with no accepted message for ``idle_expiry`` (SPEC §4)."""
+    """The server forgets a client with no accepted message for ``idle_expiry`` (SPEC §4).
 
-    __slots__ = ("idle_expiry",)
+    Not while the socket loses datagrams: the client's keepalives may be among them
+    (a flood must not expire the clients it drowns), so a loss counts as "maybe
+    heard from" for the expiry.
+    """
 
-    def __init__(self, settings: SessionSettings) -> None:
+    __slots__ = ("_loss", "idle_expiry")
+
+    def __init__(self, settings: SessionSettings, loss: LossSignal) -> None:
         self.idle_expiry = settings.idle_expiry
+        self._loss = loss
 
     def deadline(self, received_at: float | None) -> float:
         """When a client last heard from at ``received_at`` expires."""
-        return _INF if received_at is None else received_at + self.idle_expiry
+        if received_at is None:
+            return _INF
+        return max(received_at, self._loss.last_loss_at) + self.idle_expiry

@@ -5,10 +5,11 @@
   forgets it when idle.
 - :class:`ServerCore` finds the session of a datagram by the header's ``src`` (not by
   UDP address, SPEC §4). :meth:`ServerCore.route` makes the cheap checks every
-  datagram gets before any session sees it — size, known ``src``, and a per-source
-  rate limit on ClientHandshakes, because each one costs an ECDSA verification, an
-  ECDH and a signature (SPEC §6 "Denial of service") — and hands back the client's
-  virtual address. A refused datagram is counted by reason in ``ServerCore.drops``.
+  datagram gets before any session sees it (the prefilter's header rules, a known
+  ``src``) and hands back the client's virtual address; a refused datagram is
+  counted by reason in ``ServerCore.drops``. Signature verifications — each costs
+  as much as a hundred Data datagrams (SPEC §6 "Denial of service") — are budgeted
+  per source and globally (``budget.py``).
 """
 
 from __future__ import annotations
@@ -18,38 +19,37 @@ from collections.abc import Iterable
 from typing import Final
 
 from .address import Address
+from .budget import DEFAULT_HANDSHAKE_BURST, DEFAULT_HANDSHAKE_RATE, VerifyBudget
 from .clock import SystemClock, WallClock
 from .constants import HEADER_SIZE, SERVER_VADDR, ControlFlag, Kind
 from .crypto import EphemeralKey
 from .errors import BadPacket, ConfigError, DropReason
 from .events import Expired
 from .handshake import RefusalCode, SignedMessage
-from .liveness import IdleExpiry
+from .liveness import IdleExpiry, LossSignal
 from .peers import LocalIdentity, Peer
+from .prefilter import PrefilterRules, prefilter_reason
 from .session import Session, SessionState
 from .settings import SessionSettings
 from .wire import ControlMessage, HandshakeMessage
 
-__all__ = [
-    "DEFAULT_HANDSHAKE_BURST",
-    "DEFAULT_HANDSHAKE_RATE",
-    "NO_PEER",
-    "HandshakeRateLimiter",
-    "ServerCore",
-    "ServerPeerSession",
-]
+__all__ = ["NO_PEER", "ServerCore", "ServerPeerSession"]
 
 #: :meth:`ServerCore.route`'s answer for a datagram that belongs to no session.
 NO_PEER: Final = -1
-#: ClientHandshakes accepted per second per source host, and at once.
-DEFAULT_HANDSHAKE_RATE: Final = 20.0
-DEFAULT_HANDSHAKE_BURST: Final = 20.0
 
 
 class ServerPeerSession(Session):
-    """The server's session with one configured client."""
+    """The server's session with one configured client.
 
-    __slots__ = ("_expiry",)
+    A ClientHandshake is answered where it came from but moves nothing: the endpoint
+    and the clock offset move on the message that proves the new key (the EpochAck,
+    or Data in the new epoch), so that a replayed handshake can neither steal the
+    client's endpoint nor lock it out (SPEC §6). Signature verifications draw on the
+    server's :class:`~trio_sudp.protocol.budget.VerifyBudget`.
+    """
+
+    __slots__ = ("_answered", "_budget", "_expiry")
 
     _handshake_kind = Kind.CLIENT_HANDSHAKE
     _server_side = True
@@ -61,12 +61,17 @@ class ServerPeerSession(Session):
         client: Peer,
         settings: SessionSettings | None = None,
         clock: WallClock | None = None,
+        budget: VerifyBudget | None = None,
+        loss: LossSignal | None = None,
     ) -> None:
         if local.vaddr != SERVER_VADDR:
             raise ValueError(f"the server's virtual address is {SERVER_VADDR}, not {local.vaddr}")
         settings = settings or SessionSettings()
         super().__init__(local=local, peer=client, settings=settings, clock=clock or SystemClock())
-        self._expiry = IdleExpiry(settings)
+        self._budget = budget if budget is not None else VerifyBudget(per_source=None)
+        self._expiry = IdleExpiry(settings, loss if loss is not None else LossSignal())
+        #: Where the latest new handshake came from (and its answer went).
+        self._answered: Address | None = None
 
     @property
     def state(self) -> SessionState:
@@ -76,16 +81,24 @@ class ServerPeerSession(Session):
             return SessionState.HANDSHAKING
         return SessionState.IDLE
 
+    def _may_verify(self, address: Address, now: float) -> bool:
+        known = address == self.endpoint or address == self._answered
+        return self._budget.allow(self.peer.vaddr, address[0], known, now)
+
+    def _proves_key(self, message: SignedMessage) -> bool:
+        # A Control in an epoch we hold a key for: the EpochAck, a KeepAlive.
+        return isinstance(message, ControlMessage) and message.header.epoch in self.epochs.by_epoch
+
     def _server_handshake(self, epoch: int, server_public: bytes, address: Address) -> None:
         self._emit(self._signed.handshake(Kind.SERVER_HANDSHAKE, epoch, server_public), address)
 
     def _on_handshake(self, message: HandshakeMessage, address: Address, now: float) -> None:
         epoch = message.header.epoch
         client_public = message.ephemeral_public
+        self.last_received_at = now
         for key in (self.epochs.pending, self.epochs.current):
             if key is not None and key.epoch == epoch and key.client_public == client_public:
                 # A resend of a handshake we answered: the same answer again (SPEC §4.2).
-                self._authenticated_from(address, now)
                 self._server_handshake(epoch, key.server_public, address)
                 return
         ephemeral = EphemeralKey.generate()
@@ -97,7 +110,7 @@ class ServerPeerSession(Session):
         self.epochs.install_pending(
             self._new_key(epoch, secret, client_public, ephemeral.public_bytes)
         )
-        self._authenticated_from(address, now)
+        self._answered = address
         self._server_handshake(epoch, ephemeral.public_bytes, address)
         self.timers_changed = True
 
@@ -105,9 +118,9 @@ class ServerPeerSession(Session):
         epoch = message.header.epoch
         key = self.epochs.by_epoch.get(epoch)
         if key is not None:
+            self._authenticated_from(address, now)
             if key is self.epochs.pending:
                 self._promote(now)
-            self._authenticated_from(address, now)
             self.timers_changed = True
         if message.flags & ControlFlag.KEEPALIVE:
             flags = ControlFlag.KEEPALIVE_ACK
@@ -117,23 +130,40 @@ class ServerPeerSession(Session):
         elif key is None:
             self._drop(DropReason.UNKNOWN_EPOCH)
 
-    def _refuse(self, message: SignedMessage, code: RefusalCode, address: Address) -> None:
-        if isinstance(message, HandshakeMessage):
-            self._control(message.header.epoch, ControlFlag.NO_SESSION, address, data=int(code))
-
     def _on_unauthentic(
         self, message: SignedMessage, reason: DropReason, address: Address, now: float
     ) -> None:
+        if not isinstance(message, HandshakeMessage):
+            return
+        epoch = message.header.epoch
         if reason is DropReason.BAD_SIGNATURE:
-            self._refuse(message, RefusalCode.BAD_SIGNATURE, address)
-        elif reason is DropReason.HEADER_TAG_MISMATCH:
-            self._refuse(message, RefusalCode.HEADER_TAG_MISMATCH, address)
+            # Unauthenticated: an unsigned hint at most, never a signed answer.
+            if self._budget.allow_refusal(now):
+                self._emit(self._signed.unsigned_refusal(epoch, RefusalCode.BAD_SIGNATURE), address)
+            return
+        # A bad header tag: the client's own signature says whether it is a client
+        # with another shared key (then it deserves a signed refusal) or garbage.
+        if (
+            self._may_verify(address, now)
+            and self._signed.signature_ok(message)
+            and self._budget.allow_refusal(now)
+        ):
+            self._control(
+                epoch, ControlFlag.NO_SESSION, address, data=RefusalCode.HEADER_TAG_MISMATCH
+            )
 
     def _on_untimely(
         self, message: SignedMessage, reason: DropReason, address: Address, now: float
     ) -> None:
-        if reason is DropReason.CLOCK_SKEW:
-            self._refuse(message, RefusalCode.CLOCK_SKEW, address)
+        # Authentic but with a clock too far off: a signed refusal tells the client why.
+        if (
+            reason is DropReason.CLOCK_SKEW
+            and isinstance(message, HandshakeMessage)
+            and self._budget.allow_refusal(now)
+        ):
+            self._control(
+                message.header.epoch, ControlFlag.NO_SESSION, address, data=RefusalCode.CLOCK_SKEW
+            )
 
     def next_deadline(self) -> float:
         return min(
@@ -148,52 +178,20 @@ class ServerPeerSession(Session):
             self.events.append(Expired(now - last))
 
     def forget(self) -> None:
-        """Drop all session state with this client (as an idle expiry does)."""
+        """Drop the session with this client (as an idle expiry does): its keys, endpoint
+        and clock offset. What it remembers of signed messages stays, so that a replay
+        of this session's messages is refused later too."""
         self.epochs.clear()
         self._previous.until = None
-        self.endpoint = None
+        self.endpoint = self._answered = None
         self._peer_clock.offset_us = None
         self.last_received_at = None
         self._ever_connected = False
-        self._signatures.clear()
         self.timers_changed = True
 
 
-class HandshakeRateLimiter:
-    """A token bucket per source host: ``rate`` handshakes per second, ``burst`` at once."""
-
-    __slots__ = ("_buckets", "_max_sources", "burst", "rate")
-
-    def __init__(self, rate: float, burst: float, max_sources: int = 65536) -> None:
-        if rate <= 0 or burst < 1:
-            raise ConfigError("handshake rate must be > 0 per second with a burst of at least 1")
-        self.rate = rate
-        self.burst = burst
-        self._max_sources = max_sources
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def allow(self, source: str, now: float) -> bool:
-        """Take a token from ``source``'s bucket; ``False`` if it has none."""
-        tokens, last = self._buckets.get(source, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1:
-            self._buckets[source] = (tokens, now)
-            return False
-        if source not in self._buckets and len(self._buckets) >= self._max_sources:
-            self._prune(now)
-        self._buckets[source] = (tokens - 1, now)
-        return True
-
-    def _prune(self, now: float) -> None:
-        # Buckets that have refilled carry no information: drop them first.
-        full_after = self.burst / self.rate
-        self._buckets = {s: b for s, b in self._buckets.items() if now - b[1] < full_after}
-        while len(self._buckets) >= self._max_sources:
-            del self._buckets[next(iter(self._buckets))]
-
-
 class ServerCore:
-    """All of a server's peer sessions, and the routing of datagrams to them."""
+    """All of a server's peer sessions, the routing of datagrams to them, the budget."""
 
     def __init__(
         self,
@@ -212,9 +210,14 @@ class ServerCore:
         self.sessions: dict[int, ServerPeerSession] = {}
         #: Datagrams that belonged to no session, by reason.
         self.drops: Counter[DropReason] = Counter()
-        self._limiter = (
-            HandshakeRateLimiter(handshake_rate, handshake_burst) if handshake_rate else None
-        )
+        #: Signature verifications per second, per source and globally (``handshake_rate``
+        #: ``None``: no limit).
+        self.budget = VerifyBudget(per_source=handshake_rate, per_source_burst=handshake_burst)
+        #: When the socket last lost datagrams (the runtime reports it): idle expiry
+        #: waits, since a client's keepalives may have been among them.
+        self.loss = LossSignal()
+        #: The header checks every datagram of a configured client passes.
+        self.rules = PrefilterRules.for_clients((), ())
         for peer in peers:
             self.add_peer(peer)
 
@@ -225,30 +228,46 @@ class ServerCore:
         if peer.vaddr in self.sessions:
             raise ConfigError(f"peer {peer.vaddr} is configured twice")
         session = ServerPeerSession(
-            local=self.local, client=peer, settings=self.settings, clock=self.clock
+            local=self.local,
+            client=peer,
+            settings=self.settings,
+            clock=self.clock,
+            budget=self.budget,
+            loss=self.loss,
         )
         self.sessions[peer.vaddr] = session
+        self._rules_changed()
         return session
 
     def remove_peer(self, vaddr: int) -> ServerPeerSession:
         """Forget a client and its session."""
-        return self.sessions.pop(vaddr)
+        session = self.sessions.pop(vaddr)
+        self.budget.forget_client(vaddr)
+        self._rules_changed()
+        return session
+
+    def _rules_changed(self) -> None:
+        sessions = self.sessions.values()
+        self.rules = PrefilterRules.for_clients(
+            {s.version for s in sessions}, [s.peer.vaddr for s in sessions]
+        )
 
     def route(self, datagram: bytes, address: Address, now: float) -> int:
-        """The virtual address of the client a datagram belongs to, or :data:`NO_PEER`."""
+        """The virtual address of the client a datagram belongs to, or :data:`NO_PEER`.
+
+        Data goes by its ``src`` alone (the session's data path checks the rest);
+        anything else must pass the :class:`PrefilterRules` first.
+        """
         if len(datagram) < HEADER_SIZE:
             self.drops[DropReason.DATAGRAM_TOO_SHORT] += 1
             return NO_PEER
+        if datagram[1] != Kind.DATA:
+            reason = prefilter_reason(datagram, self.rules)
+            if reason is not None:
+                self.drops[reason] += 1
+                return NO_PEER
         src = (datagram[4] << 8) | datagram[5]
         if src not in self.sessions:
             self.drops[DropReason.UNKNOWN_PEER] += 1
-            return NO_PEER
-        limiter = self._limiter
-        if (
-            datagram[1] == Kind.CLIENT_HANDSHAKE
-            and limiter is not None
-            and not limiter.allow(address[0], now)
-        ):
-            self.drops[DropReason.RATE_LIMITED] += 1
             return NO_PEER
         return src

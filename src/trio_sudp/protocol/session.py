@@ -33,10 +33,18 @@ import attrs
 
 from .address import Address
 from .clock import WallClock
-from .constants import HEADER_SIZE, MAX_DATAGRAM, ControlFlag, Kind, Version
+from .constants import (
+    HEADER_SIZE,
+    MAX_DATAGRAM,
+    ControlFlag,
+    Kind,
+    Version,
+    control_body_size,
+    handshake_body_size,
+)
 from .datapath import DATA_HEAD, MIN_DATA_BODY, MIN_DATA_DATAGRAM, DataCodec, check_payload_size
 from .epochs import EpochKey, EpochSet
-from .errors import BadPacket, DropReason, NotConnected
+from .errors import DropReason, NotConnected
 from .events import (
     Connected,
     Event,
@@ -89,14 +97,17 @@ class Session(abc.ABC):
     signed path, outputs and counters. The roles say what a message means."""
 
     __slots__ = (
+        "_control_body",
         "_data",
         "_data_received_at",
         "_data_sent_at",
         "_ever_connected",
         "_fixed_source",
+        "_handshake_body",
         "_last_drop",
         "_peer_clock",
         "_previous",
+        "_signature_memory",
         "_signatures",
         "_signed",
         "_unanswered_since",
@@ -162,6 +173,10 @@ class Session(abc.ABC):
             tolerate_v2_left_aligned=settings.tolerate_v2_left_aligned,
         )
         self._signatures = SignatureMemory()
+        #: How long an accepted signature is remembered (a replay is refused meanwhile).
+        self._signature_memory = settings.freshness * 2
+        self._handshake_body = handshake_body_size(peer.version)
+        self._control_body = control_body_size(peer.version)
         self._previous = PreviousKeyTimer(settings)
         #: Clients accept datagrams from their server's address only.
         self._fixed_source: Address | None = None
@@ -275,12 +290,12 @@ class Session(abc.ABC):
                 if not key.replay.check(prefix, counter):
                     self._drop(DropReason.REPLAY)
                     return None
-                if key is epochs.pending:
-                    self._promote(now)
                 self.last_received_at = self._data_received_at = now
                 self._unanswered_since = None
                 if address != self.endpoint:
                     self._endpoint_changed(address)
+                if key is epochs.pending:
+                    self._promote(now)
                 stats = self.stats
                 stats.rx_packets += 1
                 stats.rx_bytes += size
@@ -343,12 +358,12 @@ class Session(abc.ABC):
             if not key.replay.check(prefix, counter):
                 self._drop(DropReason.REPLAY)
                 continue
-            if key is pending:
-                self._promote(now)
-                reload = True
             if address != endpoint:
                 self._endpoint_changed(address)
                 endpoint = address
+            if key is pending:
+                self._promote(now)
+                reload = True
             accepted += 1
             received += size
             append(opened)
@@ -402,12 +417,21 @@ class Session(abc.ABC):
     # ----------------------------------------------------------------- signed path
 
     def _receive_signed(self, datagram: bytes, address: Address, now: float) -> None:
-        """Handshakes and Control: structure, addressing, tag, signature, replay, time."""
-        try:
-            message = decode_untrusted(datagram, version=self.version)
-        except BadPacket as exc:
-            self._drop(exc.reason)
+        """Handshakes and Control: every cheap check first, then (within the budget) the
+        signature, then replay and time."""
+        kind = datagram[1]
+        if not Kind.CLIENT_HANDSHAKE <= kind <= Kind.CONTROL:
+            self._drop(DropReason.BAD_KIND)
             return
+        length = datagram[2] << 8 | datagram[3]
+        if length > len(datagram) - HEADER_SIZE:
+            self._drop(DropReason.LEN_EXCEEDS_DATAGRAM)
+            return
+        body = self._control_body if kind == Kind.CONTROL else self._handshake_body
+        if length != body:
+            self._drop(DropReason.BODY_TOO_SHORT if length < body else DropReason.BODY_TOO_LONG)
+            return
+        message = decode_untrusted(datagram, version=self.version)  # cannot fail now
         assert isinstance(message, HandshakeMessage | ControlMessage)
         header = message.header
         if header.dst != self.local.vaddr or header.src != self.peer.vaddr:
@@ -419,19 +443,39 @@ class Session(abc.ABC):
         if self._fixed_source is not None and address != self._fixed_source:
             self._drop(DropReason.WRONG_SOURCE)
             return
-        reason = self._signed.verify(message)
-        if reason is not None:
-            self._drop(reason)
-            self._on_unauthentic(message, reason, address, now)
+        signed = self._signed
+        if not signed.tag_ok(message):
+            self._drop(DropReason.HEADER_TAG_MISMATCH)
+            self._on_unauthentic(message, DropReason.HEADER_TAG_MISMATCH, address, now)
             return
-        if self._signatures.seen(message.signature, now, self.settings.freshness * 2):
+        if self._signatures.seen(message.signature, now):
             self._drop(DropReason.REPLAY)
             return
-        reason = self._peer_clock.check(header.time)
+        clock = self._peer_clock
+        low, high = clock.window(self._data.time_ns() // 1000)
+        if not low <= header.time <= high and clock.offset_us is not None:
+            # Refused by time whatever its signature says: do not pay for verifying it.
+            reason = clock.check(header.time, fix=False)
+            if reason is not None:
+                self._drop(reason)
+                return
+        if not self._may_verify(address, now):
+            self._drop(DropReason.RATE_LIMITED)
+            return
+        if not signed.signature_ok(message):
+            self._drop(DropReason.BAD_SIGNATURE)
+            self._on_unauthentic(message, DropReason.BAD_SIGNATURE, address, now)
+            return
+        self._signatures.remember(message.signature, now, self._signature_memory)
+        if isinstance(message, HandshakeMessage) and clock.replayed(header.time, now):
+            self._drop(DropReason.REPLAY)  # older than what the peer already sent us
+            return
+        reason = clock.check(header.time, fix=self._proves_key(message))
         if reason is not None:
             self._drop(reason)
             self._on_untimely(message, reason, address, now)
             return
+        clock.saw(header.time, now)
         stats = self.stats
         stats.rx_packets += 1
         stats.rx_bytes += len(datagram)
@@ -439,6 +483,15 @@ class Session(abc.ABC):
             self._on_handshake(message, address, now)
         else:
             self._on_control(message, address, now)
+
+    def _may_verify(self, address: Address, now: float) -> bool:
+        """Whether the signature verification budget allows one more (servers limit it)."""
+        return True
+
+    @abc.abstractmethod
+    def _proves_key(self, message: SignedMessage) -> bool:
+        """Whether an authentic ``message`` proves the peer's new key: only such a message
+        may fix the clock offset (a replayed one must not)."""
 
     @abc.abstractmethod
     def _on_handshake(self, message: HandshakeMessage, address: Address, now: float) -> None:

@@ -45,12 +45,13 @@ __all__ = [
     "encode_control",
     "encode_handshake",
     "encode_header",
+    "tag_matches",
     "verify_signed",
 ]
 
 HEADER_STRUCT: Final = struct.Struct(">BBHHHIQ")
 _CONTROL_FIELDS: Final = struct.Struct(">IQ")
-_U64_MAX: Final = (1 << 64) - 1
+_NO_SIGNATURE: Final = bytes(SIGNATURE_SIZE)
 _VERSIONS: Final = {int(v): v for v in Version}
 _KINDS: Final = {int(k): k for k in Kind}
 _ALL_FLAGS: Final = sum(ControlFlag)
@@ -191,6 +192,11 @@ def decode_untrusted(datagram: bytes, *, version: Version | None = None) -> Mess
     )
 
 
+def tag_matches(message: HandshakeMessage | ControlMessage, tagger: HeaderTagger) -> bool:
+    """Whether a signed message's header tag is the tag of its header (the cheap check)."""
+    return constant_time_equal(tagger(message.header.raw), message.tag)
+
+
 def verify_signed(
     message: HandshakeMessage | ControlMessage,
     tagger: HeaderTagger,
@@ -202,7 +208,7 @@ def verify_signed(
 
     Returns ``None`` when both hold, else ``HEADER_TAG_MISMATCH`` or ``BAD_SIGNATURE``.
     """
-    if not constant_time_equal(tagger(message.header.raw), message.tag):
+    if not tag_matches(message, tagger):
         return DropReason.HEADER_TAG_MISMATCH
     if not signer.verify(
         message.signature,
@@ -244,14 +250,14 @@ def encode_control(
     time: int,
     flags: ControlFlag | int,
     tagger: HeaderTagger,
-    signer: PrivateKey,
+    signer: PrivateKey | None,
     data: int = 0,
 ) -> bytes:
-    """Build and sign a Control message."""
+    """Build and sign a Control message (``signer`` ``None``: an all-zero signature)."""
     header = encode_header(version, Kind.CONTROL, control_body_size(version), src, dst, epoch, time)
     try:
         fields = _CONTROL_FIELDS.pack(int(flags), data)
     except struct.error as exc:
         raise ValueError(f"control field out of range: {exc}") from None
     signed = tagger(header) + fields
-    return header + signed + signer.sign(signed)
+    return header + signed + (signer.sign(signed) if signer is not None else _NO_SIGNATURE)

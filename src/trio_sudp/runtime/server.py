@@ -10,16 +10,12 @@ from contextlib import asynccontextmanager
 import trio
 
 from ..protocol import events as ev
+from ..protocol.budget import DEFAULT_HANDSHAKE_BURST, DEFAULT_HANDSHAKE_RATE
 from ..protocol.clock import WallClock
 from ..protocol.constants import SERVER_VADDR
 from ..protocol.errors import ConfigError, UnknownPeer
 from ..protocol.peers import LocalIdentity, Peer, check_client_vaddr
-from ..protocol.server import (
-    DEFAULT_HANDSHAKE_BURST,
-    DEFAULT_HANDSHAKE_RATE,
-    ServerCore,
-    ServerPeerSession,
-)
+from ..protocol.server import ServerCore, ServerPeerSession
 from ..protocol.session import SessionState
 from ..protocol.settings import SessionSettings
 from .common import (

@@ -18,11 +18,11 @@ from typing import Any
 
 import trio
 
+from ..protocol.budget import DEFAULT_HANDSHAKE_BURST
 from ..protocol.clock import WallClock
 from ..protocol.constants import SERVER_VADDR
 from ..protocol.errors import NotConnected, PayloadTooLarge
 from ..protocol.peers import LocalIdentity
-from ..protocol.server import DEFAULT_HANDSHAKE_BURST
 from ..runtime.common import collapse_exception_groups
 from ..runtime.peer import PeerRunner
 from ..runtime.receive import ServerPath
