@@ -21,8 +21,7 @@ from trio_sudp.config import (
     load_server_config,
 )
 from trio_sudp.config import edit as edit_module
-from trio_sudp.config.files import StagedWrites
-from trio_sudp.config.keys import SHARED_KEY_ALPHABET
+from trio_sudp.config.storage import SHARED_KEY_ALPHABET, StagedWrites
 from trio_sudp.protocol.constants import Version
 from trio_sudp.protocol.errors import ConfigError
 
@@ -390,7 +389,7 @@ def test_failure_while_writing_changes_nothing(
     def broken_render(*args: object, **kwargs: object) -> str:
         raise ConfigError("simulated failure")
 
-    monkeypatch.setattr(edit_module.toml_format, "render_client", broken_render)
+    monkeypatch.setattr(edit_module.toml, "render_client", broken_render)
     with pytest.raises(ConfigError, match="simulated"):
         add_client(server_path, tmp_path / "b.toml", format="toml")
     monkeypatch.undo()

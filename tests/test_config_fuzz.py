@@ -9,16 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomlkit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trio_sudp.config import ConfigFileError, load_config, parse_config
 from trio_sudp.config.errors import Issues
-from trio_sudp.config.toml_format import toml_string
 from trio_sudp.protocol.crypto import PrivateKey
 from vectors import VECTORS_DIR
 
 KEY = PrivateKey.generate()
+
+
+def toml_string(text: str) -> str:
+    return tomlkit.string(text).as_string()
+
+
 PEMS = [KEY.to_pem().decode(), KEY.public_key.to_pem().decode()]
 VECTORS = VECTORS_DIR / "tunelo"
 

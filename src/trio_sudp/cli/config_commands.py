@@ -19,9 +19,9 @@ from typing import Annotated, NoReturn, ParamSpec, TypeVar
 import typer
 
 from ..config.edit import DEFAULT_LISTEN, DEFAULT_NETWORK, add_client, init_server
-from ..config.keys import PRIVATE_KEY_MODE, write_private_key, write_public_key
 from ..config.load import ConfigReport, inspect_config
 from ..config.model import ClientConfig, ServerConfig
+from ..config.storage import PRIVATE_KEY_MODE, write_private_key, write_public_key
 from ..protocol.crypto import PrivateKey
 from ..protocol.errors import ConfigError
 

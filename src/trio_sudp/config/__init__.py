@@ -12,15 +12,15 @@ See ``docs/configuration.md`` for the file formats.
 
 from __future__ import annotations
 
-from .edit import AddClientResult, InitServerResult, add_client, init_server
-from .errors import ConfigFileError, Issue
-from .keys import (
-    generate_shared_key,
-    read_private_key,
-    read_public_key,
-    write_private_key,
-    write_public_key,
+from .edit import (
+    AddClientResult,
+    InitServerResult,
+    RemoveClientResult,
+    add_client,
+    init_server,
+    remove_client,
 )
+from .errors import ConfigFileError, Issue
 from .load import (
     ConfigReport,
     check_config,
@@ -31,6 +31,13 @@ from .load import (
     parse_config,
 )
 from .model import ClientConfig, ConfigFormat, PeerConfig, ServerConfig
+from .storage import (
+    generate_shared_key,
+    read_private_key,
+    read_public_key,
+    write_private_key,
+    write_public_key,
+)
 
 __all__ = [
     "AddClientResult",
@@ -41,6 +48,7 @@ __all__ = [
     "InitServerResult",
     "Issue",
     "PeerConfig",
+    "RemoveClientResult",
     "ServerConfig",
     "add_client",
     "check_config",
@@ -53,6 +61,7 @@ __all__ = [
     "parse_config",
     "read_private_key",
     "read_public_key",
+    "remove_client",
     "write_private_key",
     "write_public_key",
 ]

@@ -1,27 +1,38 @@
 """What the daemons consume: validated, frozen descriptions of a server and a client.
 
 Both configuration formats (trio-sudp's TOML and tunelo's JSON) load into these
-classes; nothing here knows about files. Build them through
-:func:`trio_sudp.config.load_config`, which validates every field and the
-relations between them (unique virtual addresses, non-overlapping tunnel
-addresses, MTU limits); the classes themselves only check types.
+classes; nothing here knows about files. This module also owns what makes them
+valid: the parsers of single values (addresses, endpoints, virtual addresses;
+each raises ``ConfigError`` with a message that does not repeat the field name)
+and the checks across fields (unique virtual addresses, non-overlapping tunnel
+addresses, MTU limits), which take the name each value has in its file so that a
+message points at the line to fix (``peer[3].address`` in TOML,
+``mappings["10.0.0.3"]`` in tunelo's JSON). Build these classes through
+:func:`trio_sudp.config.load_config`; the classes themselves only check types.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import attrs
 
-from ..protocol.constants import SERVER_VADDR, Version
+from ..protocol.constants import MAX_CLIENT_VADDR, SERVER_VADDR, Version
 from ..protocol.crypto import PrivateKey, PublicKey
+from ..protocol.errors import ConfigError
 from ..protocol.peers import LocalIdentity, Peer
 from ..protocol.settings import SessionSettings
 from ..runtime.udp import parse_host_port
-from ..vpn.mtu import default_tunnel_mtu
+from ..vpn.mtu import default_tunnel_mtu, validate_tunnel_mtu
 from ..vpn.routing import RouteTable
+from .errors import Issues
+from .schema import show
 
 __all__ = [
     "DEFAULT_HANDSHAKE_RATE",
@@ -31,7 +42,23 @@ __all__ = [
     "IPInterface",
     "IPNetwork",
     "PeerConfig",
+    "PeerFields",
     "ServerConfig",
+    "ServerFields",
+    "check_client",
+    "check_server",
+    "parse_address",
+    "parse_client_vaddr",
+    "parse_control_socket",
+    "parse_endpoint",
+    "parse_handshake_rate",
+    "parse_interface",
+    "parse_interface_name",
+    "parse_listen",
+    "parse_network",
+    "parse_prefix",
+    "parse_shared_key",
+    "parse_version",
 ]
 
 ConfigFormat = Literal["toml", "tunelo"]
@@ -41,6 +68,152 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: ClientHandshakes accepted per second per source host (as :func:`trio_sudp.open_server`).
 DEFAULT_HANDSHAKE_RATE = 20.0
+
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)"
+    r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$"
+)
+_INTERFACE_NAME = re.compile(r"^[A-Za-z0-9_.%-]{1,15}$")
+_MAX_SOCKET_PATH = 103 if sys.platform == "darwin" else 107
+#: BLAKE2b's key limit: a longer key crashes Go peers.
+_MAX_SHARED_KEY = 64
+
+# -- single values -------------------------------------------------------------------
+
+
+def parse_interface(text: str) -> IPInterface:
+    """A tunnel address with its network: ``10.0.0.1/24``, ``fd00::1/64``."""
+    try:
+        interface = ipaddress.ip_interface(text)
+    except ValueError:
+        raise ConfigError(
+            f"{show(text)} is not an address with a prefix length like 10.0.0.1/24"
+        ) from None
+    net = interface.network
+    if net.num_addresses > 2 and interface.ip in (net.network_address, net.broadcast_address):
+        what = "network" if interface.ip == net.network_address else "broadcast"
+        raise ConfigError(
+            f"{text} is the {what} address of {net}, not a host address in it "
+            f"(like {net.network_address + 1}/{net.prefixlen})"
+        )
+    return interface
+
+
+def parse_address(text: str) -> IPAddress:
+    """One host address: ``10.0.0.2`` (``10.0.0.2/32`` is accepted too)."""
+    try:
+        if "/" in text:
+            net = ipaddress.ip_network(text, strict=True)
+            if net.num_addresses != 1:
+                raise ValueError
+            return net.network_address
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfigError(f"{show(text)} is not an IP address like 10.0.0.2") from None
+
+
+def parse_network(text: str) -> IPNetwork:
+    """A prefix: ``192.168.7.0/24``; host bits must be zero."""
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ConfigError(f"{show(text)} is not a prefix like 192.168.7.0/24") from None
+    raise ConfigError(f"{text} has host bits set; did you mean {loose}?")
+
+
+def parse_prefix(text: str) -> IPNetwork:
+    """A route: a prefix, or a single address (a host route)."""
+    if "/" not in text:
+        return ipaddress.ip_network(parse_address(text))
+    return parse_network(text)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``ip:port`` or ``[ipv6]:port`` to listen on; the IP must be numeric."""
+    try:
+        host, port = parse_host_port(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not host:
+        raise ConfigError(f"{show(text)} has no address; use 0.0.0.0:{port} for all of them")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"{host!r} is not a numeric IP address (to listen on)") from None
+    if port == 0:
+        raise ConfigError("port 0 is not a port clients can reach")
+    return host, port
+
+
+def parse_endpoint(text: str) -> str:
+    """``host:port`` or ``[ipv6]:port`` of a server; the host may be a DNS name."""
+    try:
+        host, port = parse_host_port(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if port == 0:
+        raise ConfigError("port 0 is not a port a server listens on")
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        if not _HOSTNAME.match(host):
+            raise ConfigError(f"{host!r} is neither an IP address nor a host name") from None
+    return text
+
+
+def parse_client_vaddr(value: int) -> int:
+    if not 1 <= value <= MAX_CLIENT_VADDR:
+        raise ConfigError(
+            f"a client's virtual address is 1..{MAX_CLIENT_VADDR} (0 is the server), not {value}"
+        )
+    return value
+
+
+def parse_version(value: int) -> Version:
+    if value not in (2, 3):
+        raise ConfigError(f"must be 2 or 3, not {value}")
+    return Version(value)
+
+
+def parse_interface_name(name: str) -> str:
+    if not _INTERFACE_NAME.match(name) or name in (".", ".."):
+        raise ConfigError(
+            f"{name!r} is not an interface name (1-15 letters, digits, '_', '-', '.', '%')"
+        )
+    return name
+
+
+def parse_control_socket(path: Path) -> Path:
+    if len(os.fsencode(path)) > _MAX_SOCKET_PATH:
+        raise ConfigError(
+            f"{path} is too long for a Unix socket (at most {_MAX_SOCKET_PATH} bytes)"
+        )
+    return path
+
+
+def parse_shared_key(text: str) -> bytes | None:
+    """A v3 shared key as bytes (``None``: unkeyed)."""
+    key = text.encode()
+    if len(key) > _MAX_SHARED_KEY:
+        raise ConfigError(
+            f"is {len(key)} bytes; at most 64 (BLAKE2b's limit: a longer key crashes Go peers)"
+        )
+    return key or None
+
+
+def parse_handshake_rate(value: float | None) -> float | None:
+    """ClientHandshakes per second per source host; ``None`` (or 0): no limit."""
+    if value is not None and value < 0:
+        raise ConfigError(f"must be 0 or more per second, not {value}")
+    return value or None
+
+
+# -- the configurations --------------------------------------------------------------
 
 
 def _private_key_eq(key: PrivateKey) -> PublicKey:
@@ -222,3 +395,171 @@ class ClientConfig:
     def endpoint_host_port(self) -> tuple[str, int]:
         """``endpoint`` split into ``(host, port)`` (host not resolved)."""
         return parse_host_port(self.endpoint)
+
+
+# -- checks across fields -----------------------------------------------------------
+
+
+@attrs.frozen
+class PeerFields:
+    """Where one peer's values are written in its file."""
+
+    #: The peer itself: ``"peer[2]"``, ``"sudp.peers[0]"``.
+    base: str
+    vaddr: str
+    #: One field name per entry of ``PeerConfig.addresses``.
+    addresses: tuple[str, ...]
+    #: One field name per entry of ``PeerConfig.routes``.
+    routes: tuple[str, ...]
+    public_key: str
+    shared_key: str
+
+
+@attrs.frozen
+class ServerFields:
+    """Where the server's own values are written."""
+
+    #: One field name per entry of ``ServerConfig.addresses``.
+    addresses: tuple[str, ...]
+    mtu: str
+
+
+def _describe(base: str, peer: PeerConfig) -> str:
+    return f"{base} ({peer.name})" if peer.name else base
+
+
+def check_mtu(
+    issues: Issues, field: str, mtu: int | None, versions: frozenset[Version], ipv6: bool
+) -> None:
+    if mtu is None:
+        return
+    for version in sorted(versions):
+        try:
+            validate_tunnel_mtu(mtu, version, ipv6=ipv6)
+        except ConfigError as exc:
+            issues.error(field, str(exc))
+            return
+
+
+@attrs.frozen
+class _Claim:
+    net: IPNetwork
+    #: -1 for the server's own address, else the index of the peer.
+    owner: int
+    field: str
+    who: str
+
+    @property
+    def start(self) -> int:
+        return int(self.net.network_address)
+
+    @property
+    def end(self) -> int:
+        return int(self.net.broadcast_address)
+
+
+def _overlaps(issues: Issues, claims: list[_Claim]) -> None:
+    """Report prefixes of different owners that overlap (prefixes nest or are apart)."""
+    for version in (4, 6):
+        family = sorted(
+            (c for c in claims if c.net.version == version),
+            key=lambda c: (c.start, -c.end, c.owner),
+        )
+        cover: _Claim | None = None
+        for claim in family:
+            if cover is not None and claim.start <= cover.end and claim.owner != cover.owner:
+                # Report it at whichever of the two comes later in the file.
+                later, earlier = (claim, cover) if claim.owner > cover.owner else (cover, claim)
+                verb = "is the same as" if later.net == earlier.net else "overlaps"
+                issues.error(later.field, f"{later.net} {verb} {earlier.net} of {earlier.who}")
+            if cover is None or claim.end > cover.end:
+                cover = claim
+
+
+def check_server(
+    config: ServerConfig, issues: Issues, server: ServerFields, peers: Sequence[PeerFields]
+) -> None:
+    """Every check of a server configuration that involves more than one field."""
+    # The server's own networks must not overlap each other.
+    nets: list[_Claim] = []
+    for index, (iface, field) in enumerate(zip(config.addresses, server.addresses, strict=True)):
+        nets.append(_Claim(iface.network, index, field, f"the server's address {iface}"))
+    _overlaps(issues, nets)
+
+    check_mtu(issues, server.mtu, config.mtu, config.versions, config.carries_ipv6)
+
+    seen_vaddr: dict[int, str] = {}
+    seen_name: dict[str, str] = {}
+    seen_key: dict[bytes, str] = {}
+    claims: list[_Claim] = [
+        _Claim(ipaddress.ip_network(iface.ip), -1, field, "the server's own address")
+        for iface, field in zip(config.addresses, server.addresses, strict=True)
+    ]
+    for index, (peer, where) in enumerate(zip(config.peers, peers, strict=True)):
+        who = _describe(where.base, peer)
+        other = seen_vaddr.setdefault(peer.vaddr, who)
+        if other != who:
+            issues.error(where.vaddr, f"virtual address {peer.vaddr} is already used by {other}")
+        if peer.name is not None:
+            other = seen_name.setdefault(peer.name, who)
+            if other != who:
+                issues.error(f"{where.base}.name", f"name {peer.name!r} is already used by {other}")
+        point = peer.public_key.point
+        other = seen_key.setdefault(point, who)
+        if other != who:
+            issues.warn(where.public_key, f"same public key as {other}")
+        if peer.public_key == config.public_key:
+            issues.warn(where.public_key, "is the server's own public key")
+        if peer.version == Version.V3 and not peer.peer.shared_key:
+            issues.warn(where.shared_key, "no shared key: v3 header tags are unkeyed BLAKE2b")
+        if not peer.addresses and not peer.routes:
+            issues.warn(where.base, "has no tunnel address: it cannot send any packet")
+        for address, field in zip(peer.addresses, where.addresses, strict=True):
+            claims.append(_Claim(ipaddress.ip_network(address), index, field, who))
+            inside = [i for i in config.addresses if address in i.network]
+            for iface in inside:
+                net = iface.network
+                edges = (net.network_address, net.broadcast_address)
+                if net.num_addresses > 2 and address in edges:
+                    kind = "network" if address == net.network_address else "broadcast"
+                    issues.error(field, f"{address} is the {kind} address of {net}")
+            if not inside:
+                nets_text = ", ".join(str(n) for n in config.networks)
+                issues.warn(field, f"{address} is outside the tunnel network ({nets_text})")
+        for net, field in zip(peer.routes, where.routes, strict=True):
+            claims.append(_Claim(net, index, field, who))
+    _overlaps(issues, claims)
+    if not config.peers:
+        issues.warn(None, "no peers: no client can connect yet (see: trio-sudp config add-client)")
+
+
+def check_client(
+    config: ClientConfig,
+    issues: Issues,
+    *,
+    mtu: str,
+    addresses: Sequence[str],
+    server_address: str,
+    shared_key: str,
+) -> None:
+    """Every check of a client configuration that involves more than one field."""
+    check_mtu(issues, mtu, config.mtu, frozenset({config.version}), config.carries_ipv6)
+    nets: list[_Claim] = [
+        _Claim(iface.network, index, field, f"address {iface}")
+        for index, (iface, field) in enumerate(zip(config.addresses, addresses, strict=True))
+    ]
+    _overlaps(issues, nets)
+    if config.server_address is not None:
+        ours = [a for a in config.addresses if a.ip == config.server_address]
+        if ours:
+            issues.error(server_address, f"{config.server_address} is our own address")
+        elif not any(config.server_address in a.network for a in config.addresses) and not any(
+            config.server_address in r for r in config.routes
+        ):
+            issues.warn(
+                server_address,
+                f"{config.server_address} is outside our tunnel network "
+                f"({', '.join(str(a.network) for a in config.addresses)})",
+            )
+    if config.version == Version.V3 and not config.server.shared_key:
+        issues.warn(shared_key, "no shared key: v3 header tags are unkeyed BLAKE2b")
