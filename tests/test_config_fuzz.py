@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trio_sudp.config import ConfigFileError, load_config, parse_config
-from trio_sudp.config.errors import Issues
+from trio_sudp.config.schema import Issues
 from trio_sudp.protocol.crypto import PrivateKey
 from vectors import VECTORS_DIR
 

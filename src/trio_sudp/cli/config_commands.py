@@ -1,5 +1,5 @@
 """CLI commands for keys and configuration: ``genkey``, ``pubkey``, ``check`` and
-``config init-server`` / ``config add-client``.
+``config init-server`` / ``add-client`` / ``remove-client`` / ``list``.
 
 :func:`register` mounts them on the main ``trio-sudp`` app. Every failure prints
 one line on stderr and exits with status 2; nothing prints a traceback.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -18,9 +19,15 @@ from typing import Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 
-from ..config.edit import DEFAULT_LISTEN, DEFAULT_NETWORK, add_client, init_server
-from ..config.load import ConfigReport, inspect_config
-from ..config.model import ClientConfig, ServerConfig
+from ..config.edit import (
+    DEFAULT_LISTEN,
+    DEFAULT_NETWORK,
+    add_client,
+    init_server,
+    remove_client,
+)
+from ..config.load import ConfigReport, inspect_config, load_server_config
+from ..config.model import ClientConfig, PeerConfig, ServerConfig
 from ..config.storage import PRIVATE_KEY_MODE, write_private_key, write_public_key
 from ..protocol.crypto import PrivateKey
 from ..protocol.errors import ConfigError
@@ -201,7 +208,7 @@ def check(
 
 config_app = typer.Typer(
     name="config",
-    help="Create configurations: a server, then one file per client.",
+    help="Create and edit configurations: a server, then one file per client.",
     no_args_is_help=True,
 )
 
@@ -418,6 +425,92 @@ def add_client_command(
     typer.echo(f"added {peer.label} at {addresses} (SUDP v{int(peer.version)}) to {config}")
     typer.echo(f"wrote {out} (client, {result.client.format}, mode 0600): copy it to the client")
     typer.echo(f"a running server picks it up with: trio-sudp reload -c {config}")
+
+
+@config_app.command("remove-client")
+@_one_line_errors
+def remove_client_command(
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config",
+            "-c",
+            help="The server configuration to remove the client from.",
+            show_default=False,
+        ),
+    ],
+    client: Annotated[
+        str,
+        typer.Argument(help="The client's name, or its virtual address.", show_default=False),
+    ],
+) -> None:
+    """Remove a client from a server configuration (its comments and the rest stay).
+
+    In tunelo's server.json its mappings go too. The file is replaced atomically;
+    a running server drops the client on 'trio-sudp reload'.
+
+    Example: trio-sudp config remove-client -c server.toml laptop
+    """
+    result = remove_client(config, client)
+    typer.echo(f"removed {result.peer.label} from {config}")
+    typer.echo(f"a running server drops it with: trio-sudp reload -c {config}")
+
+
+def _client_record(peer: PeerConfig) -> dict[str, object]:
+    return {
+        "name": peer.name,
+        "vaddr": peer.vaddr,
+        "addresses": [str(a) for a in peer.addresses],
+        "routes": [str(r) for r in peer.routes],
+        "version": int(peer.version),
+        "fingerprint": peer.public_key.fingerprint(),
+    }
+
+
+def _client_lines(peers: tuple[PeerConfig, ...]) -> list[str]:
+    """One line per client, in aligned columns."""
+    rows = []
+    for peer in peers:
+        tunnel = ", ".join(str(a) for a in peer.addresses) or "-"
+        if peer.routes:
+            tunnel += " routes " + ", ".join(str(r) for r in peer.routes)
+        rows.append(
+            (
+                peer.name or "-",
+                f"vaddr {peer.vaddr}",
+                tunnel,
+                f"v{int(peer.version)}",
+                f"key {peer.public_key.fingerprint()}",
+            )
+        )
+    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+
+
+@config_app.command("list")
+@_one_line_errors
+def list_command(
+    config: Annotated[
+        Path,
+        typer.Option("--config", "-c", help="The server configuration.", show_default=False),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """List a server's clients: name, virtual address, tunnel addresses (and routes),
+    SUDP version and public-key fingerprint, one line each.
+
+    Example: trio-sudp config list -c server.toml
+    """
+    server = load_server_config(config)
+    if as_json:
+        typer.echo(json.dumps([_client_record(p) for p in server.peers], indent=2))
+        return
+    for line in _client_lines(server.peers):
+        typer.echo(line)
+    if not server.peers:
+        typer.echo(f"{config}: no clients (add one with: trio-sudp config add-client)", err=True)
 
 
 _GENKEY_EPILOG = """\

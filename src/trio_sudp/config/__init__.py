@@ -20,7 +20,6 @@ from .edit import (
     init_server,
     remove_client,
 )
-from .errors import ConfigFileError, Issue
 from .load import (
     ConfigReport,
     check_config,
@@ -31,6 +30,7 @@ from .load import (
     parse_config,
 )
 from .model import ClientConfig, ConfigFormat, PeerConfig, ServerConfig
+from .schema import ConfigFileError, Issue
 from .storage import (
     generate_shared_key,
     read_private_key,

@@ -33,7 +33,6 @@ from ..protocol.crypto import PrivateKey
 from ..protocol.errors import ConfigError
 from ..protocol.peers import Peer
 from . import toml, tunelo
-from .errors import ConfigFileError, Issues
 from .load import inspect_config, parse_config
 from .model import (
     ClientConfig,
@@ -50,6 +49,7 @@ from .model import (
     parse_listen,
     parse_prefix,
 )
+from .schema import ConfigFileError, Issues
 from .storage import PRIVATE_KEY_MODE, StagedWrites, generate_shared_key, locked_directory
 
 __all__ = [
@@ -486,10 +486,8 @@ def find_client(server: ServerConfig, client: str) -> PeerConfig:
         if by_vaddr is not None:
             return by_vaddr
     source = server.source or "the server configuration"
-    raise ConfigError(
-        f"{source}: no client named {client!r} or with virtual address {client} "
-        f"(see: trio-sudp config list -c {source})"
-    )
+    what = f"virtual address {client}" if client.isdigit() else f"name {client!r}"
+    raise ConfigError(f"{source}: no client has {what} (see: trio-sudp config list -c {source})")
 
 
 def remove_client(server_config: str | os.PathLike[str], client: str) -> RemoveClientResult:

@@ -21,9 +21,8 @@ import tomlkit.exceptions
 
 from ..protocol.errors import ConfigError
 from . import toml, tunelo
-from .errors import ConfigFileError, Issue, Issues
 from .model import ClientConfig, ConfigFormat, ServerConfig
-from .schema import ParseContext
+from .schema import ConfigFileError, Issue, Issues, ParseContext
 from .storage import MAX_FILE_SIZE, read_limited
 
 __all__ = [

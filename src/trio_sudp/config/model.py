@@ -31,8 +31,7 @@ from ..protocol.settings import SessionSettings
 from ..runtime.udp import parse_host_port
 from ..vpn.mtu import default_tunnel_mtu, validate_tunnel_mtu
 from ..vpn.routing import RouteTable
-from .errors import Issues
-from .schema import show
+from .schema import Issues, show
 
 __all__ = [
     "DEFAULT_HANDSHAKE_RATE",

@@ -1,4 +1,4 @@
-"""Structuring a parsed document into typed tables (cattrs), with a field path per problem.
+"""Checking a parsed document: typed tables structured by cattrs, one problem per line.
 
 A file format declares each of its tables as a frozen attrs class: the fields are
 the keys, and each field's type is ``Annotated[T, marker]`` where the marker (a
@@ -8,12 +8,16 @@ class may define ``prepare(raw) -> raw`` to settle keys that depend on each othe
 (two ways of giving one key, say) before its fields are structured.
 
 :func:`structure` runs cattrs with detailed validation over the whole document and
-turns its exception tree into one :class:`~.errors.Issue` per problem, in the order
-of the schema, each naming its field (``peer[2].public_key``,
-``mappings["10.0.0.2"]``). Keys the schema does not know are errors, or warnings
-when the context says so (tunelo's JSON: Go ignores them), with a "did you mean"
-hint; a required key reported missing is not reported again when an unknown key
-is a typo of it.
+turns its exception tree into one :class:`Issue` per problem, each naming its
+field (``peer[2].public_key``, ``mappings["10.0.0.2"]``): table by table, a
+table's own keys in schema order, then its unknown keys, then its nested tables.
+Unknown keys are errors, or warnings when the context says so (tunelo's JSON: Go
+ignores them), with a "did you mean" hint; a required key reported missing is not
+reported again when an unknown key is a typo of it.
+
+Parsers do not stop at the first problem: they record every problem in an
+:class:`Issues` collector (for ``trio-sudp check``), and
+:func:`~.load.load_config` raises the first one as a :class:`ConfigFileError`.
 """
 
 from __future__ import annotations
@@ -38,12 +42,14 @@ from cattrs.errors import ClassValidationError, IterableValidationError
 
 from ..protocol.crypto import PrivateKey, PublicKey
 from ..protocol.errors import ConfigError
-from .errors import Issues
 from .storage import check_private_mode, read_private_key, read_public_key
 
 __all__ = [
+    "ConfigFileError",
     "Flag",
     "Integer",
+    "Issue",
+    "Issues",
     "Listed",
     "MissingKey",
     "Number",
@@ -56,6 +62,7 @@ __all__ = [
     "flag_value",
     "integer_value",
     "number_value",
+    "one_line",
     "show",
     "structure",
     "text_value",
@@ -65,6 +72,79 @@ __all__ = [
 T = TypeVar("T")
 
 _INLINE = "<key>"
+
+
+# -- problems ----------------------------------------------------------------------
+
+
+def one_line(text: str) -> str:
+    """Collapse ``text`` to a single line (error messages must never span lines)."""
+    return " ".join(text.split())
+
+
+class Issue:
+    """One problem (or warning) found in a configuration file."""
+
+    __slots__ = ("field", "file", "message")
+
+    def __init__(self, file: str, field: str | None, message: str) -> None:
+        self.file = file
+        self.field = field or None
+        self.message = one_line(message)
+
+    def __str__(self) -> str:
+        if self.field:
+            return f"{self.file}: {self.field}: {self.message}"
+        return f"{self.file}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"Issue({str(self)!r})"
+
+
+class ConfigFileError(ConfigError):
+    """A configuration file (or a key file it names) is unusable.
+
+    ``str(error)`` is one line: ``"server.toml: peer[2].public_key: not a PEM ..."``.
+    ``file`` and ``field`` (``None`` when the whole file is at fault) say where.
+    """
+
+    def __init__(self, file: str | os.PathLike[str], field: str | None, message: str) -> None:
+        self.issue = Issue(os.fspath(file), field, message)
+        self.file = self.issue.file
+        self.field = self.issue.field
+        self.message = self.issue.message
+        super().__init__(str(self.issue))
+
+    @classmethod
+    def from_issue(cls, issue: Issue) -> ConfigFileError:
+        return cls(issue.file, issue.field, issue.message)
+
+
+class Issues:
+    """Collects the problems and warnings of one configuration file."""
+
+    def __init__(self, file: str | os.PathLike[str]) -> None:
+        self.file = os.fspath(file)
+        self.errors: list[Issue] = []
+        self.warnings: list[Issue] = []
+
+    def error(self, field: str | None, message: str) -> None:
+        self.errors.append(Issue(self.file, field, message))
+
+    def warn(self, field: str | None, message: str) -> None:
+        self.warnings.append(Issue(self.file, field, message))
+
+    def __bool__(self) -> bool:
+        """True when there is at least one error (warnings do not count)."""
+        return bool(self.errors)
+
+    def raise_first(self) -> None:
+        """Raise the first error as a :class:`ConfigFileError`, if there is one."""
+        if self.errors:
+            raise ConfigFileError.from_issue(self.errors[0])
+
+
+# -- values --------------------------------------------------------------------------
 
 
 def type_name(value: object) -> str:

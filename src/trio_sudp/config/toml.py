@@ -723,6 +723,10 @@ def remove_peer(doc: tomlkit.TOMLDocument, index: int) -> None:
     else:
         del doc["peer"]
     if before is not None:
+        body = before.value.body
+        if body and isinstance(body[-1][1], tomlkit.items.Whitespace):
+            while tail and isinstance(tail[0], tomlkit.items.Whitespace):
+                del tail[0]  # one blank line between tables is enough
         for item in tail:
             before.add(item)
     elif after is not None:
