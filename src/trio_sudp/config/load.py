@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +83,14 @@ def _parse_document(text: str, fmt: ConfigFormat, issues: Issues) -> dict[str, A
         if fmt == "tunelo":
             doc = json.loads(text, parse_constant=_no_constant)
         else:
+            # The standard library's parser is the strict one, and its messages name
+            # the line and column; tomlkit, which edits the file, reads its values.
+            tomllib.loads(text)
             doc = tomlkit.parse(text).unwrap()
     except json.JSONDecodeError as exc:
         issues.error(None, _json_error(exc))
         return None
-    except tomlkit.exceptions.TOMLKitError as exc:
+    except (tomllib.TOMLDecodeError, tomlkit.exceptions.TOMLKitError) as exc:
         issues.error(None, f"not valid TOML: {exc}")
         return None
     except (ValueError, RecursionError) as exc:

@@ -5,7 +5,9 @@ the keys, and each field's type is ``Annotated[T, marker]`` where the marker (a
 :class:`Value`) checks one raw value and turns it into ``T``. A field of an attrs
 class type is a nested table, ``tuple[Table, ...]`` an array of tables. A table
 class may define ``prepare(raw) -> raw`` to settle keys that depend on each other
-(two ways of giving one key, say) before its fields are structured.
+(two ways of giving one key, say) before its fields are structured, and
+``check(table)`` for a rule across its keys once they are all valid (raising
+:class:`ItemErrors` at the keys to blame).
 
 :func:`structure` runs cattrs with detailed validation over the whole document and
 turns its exception tree into one :class:`Issue` per problem, each naming its
@@ -50,6 +52,7 @@ __all__ = [
     "Integer",
     "Issue",
     "Issues",
+    "ItemErrors",
     "Listed",
     "MissingKey",
     "Number",
@@ -486,12 +489,16 @@ def _make_converter() -> cattrs.Converter:
         base: Callable[[Mapping[str, Any], Any], Any]
         base = cattrs.gen.make_dict_structure_fn(cls, converter)
         prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = getattr(cls, "prepare", None)
+        check: Callable[[Any], None] | None = getattr(cls, "check", None)
 
         def structure_table(value: object, _: Any) -> Any:
             if not isinstance(value, dict):
                 raise ConfigError(f"must be a table, not {type_name(value)}")
             raw = {k: v for k, v in value.items() if v is not None}  # JSON null: Go's zero value
-            return base(prepare(raw) if prepare is not None else raw, cls)
+            table = base(prepare(raw) if prepare is not None else raw, cls)
+            if check is not None:
+                check(table)
+            return table
 
         return structure_table
 
@@ -560,15 +567,12 @@ class _Report:
         else:
             self.issues.error(path or None, _message(exc))
 
-    def table(self, cls: type, raw: object, error: BaseException | None, path: str) -> None:
+    def table(self, cls: type, raw: dict[str, Any], error: BaseException | None, path: str) -> None:
         """A table's own values first, then its unknown keys, then its nested tables."""
-        if error is not None and not isinstance(error, ClassValidationError):
-            self.problem(path, error)  # not a table at all
-            return
-        if not isinstance(raw, dict):
-            return
         by_field: dict[str, Exception] = {}
-        if error is not None:
+        if error is not None and not isinstance(error, ClassValidationError):
+            self.problem(path, error)  # the table's check
+        elif error is not None:
             noted, others = error.group_exceptions()
             by_field = {note.name: exc for exc, note in noted}
             for other in others:  # pragma: no cover - every field error carries a note
@@ -579,7 +583,7 @@ class _Report:
         for field in fields:
             exc = by_field.get(field.name)
             table = _table_of(field.type)
-            if table is not None and raw.get(field.name) is not None:
+            if table is not None and isinstance(raw.get(field.name), list if table[1] else dict):
                 nested.append((table, field))
             elif isinstance(exc, KeyError | MissingKey):
                 message = str(exc) if isinstance(exc, MissingKey) else "missing (required)"
@@ -592,11 +596,9 @@ class _Report:
             walk = self.array if many else self.table
             walk(cls_, raw[field.name], by_field.get(field.name), child(path, field.name))
 
-    def array(self, cls: type, raw: object, error: BaseException | None, path: str) -> None:
+    def array(self, cls: type, raw: list[Any], error: BaseException | None, path: str) -> None:
         if error is not None and not isinstance(error, IterableValidationError):
-            self.problem(path, error)  # not a list
-            return
-        if not isinstance(raw, list):
+            self.problem(path, error)  # pragma: no cover - an array hook raises only for non-lists
             return
         by_index: dict[int, Exception] = {}
         if error is not None:
