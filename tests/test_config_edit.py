@@ -5,9 +5,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import shutil
 import stat
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -651,3 +653,55 @@ def test_edits_in_any_order_keep_the_file_and_its_comments(
     assert data["timers"] == {"idle_expiry": 9.5}
     assert "\n\n\n" not in text
     assert check_config(path) == []
+
+
+SPLIT = "[timers]\nidle_expiry = 1.0\n\n[[peer]]"
+TIMERS = "# the timers, tuned\n[timers]\nidle_expiry = 9.5  # why not\n"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # [[peer]] tables split by another table: tomlkit would move [timers]
+        (lambda text: text.replace("# before peer 2\n[[peer]]", SPLIT).replace(TIMERS, ""),
+         "cannot be edited without moving its tables (are the [[peer]] tables split by "
+         "another table?): put them one after the other"),
+        (lambda text: 'peer = [{vaddr = 1, public_key = "c0.pub"}]\n'
+         + text.split("# before peer 1")[0],
+         "peer: only [[peer]] tables can be edited, not an inline array"),
+    ],
+)  # fmt: skip
+def test_files_tomlkit_cannot_edit_in_place_are_refused(
+    tmp_path: Path, edit: Any, message: str
+) -> None:
+    path = commented_server(tmp_path)
+    (tmp_path / "c0.pub").write_bytes(PrivateKey.generate().public_key.to_pem())
+    path.write_text(edit(path.read_text()))
+    assert check_config(path) == []
+    before = snapshot(tmp_path)
+    for change in (lambda: add_client(path, tmp_path / "new.toml"),
+                   lambda: remove_client(path, "1")):  # fmt: skip
+        with pytest.raises(ConfigError) as info:
+            change()
+        assert str(info.value) == f"{path}: {message}"
+        assert snapshot(tmp_path) == before
+
+
+def test_edits_of_the_commented_example_keep_its_comments(tmp_path: Path) -> None:
+    examples = Path(__file__).resolve().parents[1] / "contrib" / "examples"
+    path = tmp_path / "server.toml"
+    shutil.copy(examples / "server.toml", path)
+    for name in ("server", "laptop"):
+        (tmp_path / f"{name}.key").write_bytes(PrivateKey.generate().to_pem())
+        (tmp_path / f"{name}.key").chmod(0o600)
+    (tmp_path / "laptop.pub").write_bytes(PrivateKey.generate().public_key.to_pem())
+    before = path.read_text()
+    add_client(path, tmp_path / "phone.toml", name="phone")
+    remove_client(path, "office-router")
+    text = path.read_text()
+    inside_router = {"Networks behind this client: the server routes them to it, and accepts",
+                     "packets from them."}  # fmt: skip
+    assert comments(text) == [c for c in comments(before) if c not in inside_router]
+    server = load_server_config(path)
+    assert [p.name for p in server.peers] == ["laptop", "old-sensor", "phone"]
+    assert text.startswith(before.split("[[peer]]")[0])

@@ -336,13 +336,16 @@ def _edit_server(
     """The server file with a peer added or removed, everything else kept as it was."""
     text = raw.decode("utf-8").removeprefix("\ufeff")
     if server.format == "toml":
-        doc = tomlkit.parse(text)
-        if add is not None:
-            toml.add_peer(doc, toml.render_peer(add))
-        if remove is not None:
-            index = toml.peer_index(doc, remove)
-            assert index is not None
-            toml.remove_peer(doc, index)
+        try:
+            doc = toml.document_to_edit(text)
+            if add is not None:
+                toml.add_peer(doc, toml.render_peer(add))
+            if remove is not None:
+                index = toml.peer_index(doc, remove)
+                assert index is not None
+                toml.remove_peer(doc, index)
+        except ConfigError as exc:
+            raise ConfigError(f"{server.source}: {exc}") from None
         return tomlkit.dumps(doc)
     parsed = json.loads(text)
     if add is not None:

@@ -75,6 +75,7 @@ __all__ = [
     "SERVER_HEADER",
     "TIMER_KINDS",
     "add_peer",
+    "document_to_edit",
     "parse_client_document",
     "parse_server_document",
     "peer_index",
@@ -666,12 +667,24 @@ def _pop_tail(table: tomlkit.items.Table) -> list[_Trivia]:
     return tail
 
 
+def document_to_edit(text: str) -> tomlkit.TOMLDocument:
+    """``text`` as a tomlkit document, refused if tomlkit would not write it back as it is."""
+    doc = tomlkit.parse(text)
+    if tomlkit.dumps(doc) != text:
+        # tomlkit gathers [[peer]] tables split by another table, moving that table.
+        raise ConfigError(
+            "cannot be edited without moving its tables (are the [[peer]] tables split "
+            "by another table?): put them one after the other"
+        )
+    return doc
+
+
 def _peer_tables(doc: tomlkit.TOMLDocument) -> tomlkit.items.AoT | None:
     peers = doc.get("peer")
     if peers is None:
         return None
     if not isinstance(peers, tomlkit.items.AoT):
-        raise ConfigError("peer: only [[peer]] tables can be edited (not an inline array)")
+        raise ConfigError("peer: only [[peer]] tables can be edited, not an inline array")
     return peers
 
 
