@@ -138,7 +138,9 @@ class _KeyPem(Value):
 
 
 @attrs.frozen
-class _RelativePath(Value):
+class _ControlSocket(Value):
+    """A Unix socket path, relative to the config file."""
+
     def structure(self, value: object, ctx: ParseContext) -> Path:
         return parse_control_socket(ctx.resolve(text_value(value)))
 
@@ -298,7 +300,7 @@ class _ServerTable:
     )
     mtu: Annotated[int | None, Integer()] = None
     interface: Annotated[str | None, Text(parse_interface_name)] = None
-    control_socket: Annotated[Path | None, _RelativePath()] = None
+    control_socket: Annotated[Path | None, _ControlSocket()] = None
     #: Version of the peers that do not say.
     version: Annotated[Version, Integer(parse_version)] = Version.V3
     handshake_rate: Annotated[float | None, Number(parse_handshake_rate, off=True)] = (
@@ -347,7 +349,7 @@ class _ClientTable:
     )
     mtu: Annotated[int | None, Integer()] = None
     interface: Annotated[str | None, Text(parse_interface_name)] = None
-    control_socket: Annotated[Path | None, _RelativePath()] = None
+    control_socket: Annotated[Path | None, _ControlSocket()] = None
     full_tunnel: Annotated[bool, Flag()] = False
     routes: Annotated[Listed[IPNetwork], Texts(parse_prefix)] = attrs.Factory(Listed)
 
