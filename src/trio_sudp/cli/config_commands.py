@@ -27,7 +27,7 @@ from ..config.edit import (
     remove_client,
 )
 from ..config.load import ConfigReport, inspect_config, load_server_config
-from ..config.model import ClientConfig, PeerConfig, ServerConfig
+from ..config.model import MASQUERADE_DEFAULT_ROUTE, ClientConfig, PeerConfig, ServerConfig
 from ..config.storage import PRIVATE_KEY_MODE, write_private_key, write_public_key
 from ..protocol.crypto import PrivateKey
 from ..protocol.errors import ConfigError
@@ -39,6 +39,8 @@ R = TypeVar("R")
 
 #: Exit status for bad input, bad files and failed checks.
 EXIT_BAD_INPUT = 2
+#: ``--masquerade`` for the interface of the default route (``masquerade = true``).
+DEFAULT_ROUTE = "default-route"
 
 
 #: ``--config`` / ``-c`` of the commands that read one configuration file.
@@ -165,15 +167,22 @@ def _summary(report: ConfigReport) -> str:
         if versions:
             clients += f" ({versions})"
         tunnel = ", ".join(str(a) for a in config.addresses)
+        if config.masquerade == MASQUERADE_DEFAULT_ROUTE:
+            clients += ", forward, masquerade via the default route"
+        elif config.masquerade is not None:
+            clients += f", forward, masquerade via {config.masquerade}"
+        elif config.forward:
+            clients += ", forward"
         return (
             f"{name}: OK: server ({config.format}), listen {host}:{port}, tunnel {tunnel}, "
             f"MTU {config.tunnel_mtu}, {clients}, key {config.public_key.fingerprint()}"
         )
     assert isinstance(config, ClientConfig)
     tunnel = ", ".join(str(a) for a in config.addresses)
+    dns = f"DNS {', '.join(str(a) for a in config.dns)}, " if config.dns else ""
     return (
         f"{name}: OK: client {config.vaddr} ({config.format}), tunnel {tunnel}, server "
-        f"{config.endpoint} (v{int(config.version)}), MTU {config.tunnel_mtu}, "
+        f"{config.endpoint} (v{int(config.version)}), MTU {config.tunnel_mtu}, {dns}"
         f"key {config.public_key.fingerprint()}"
     )
 
@@ -281,11 +290,22 @@ def init_server_command(
             show_default=False,
         ),
     ] = None,
+    masquerade: Annotated[
+        str | None,
+        typer.Option(
+            "--masquerade",
+            metavar="IFNAME",
+            help="Forward the clients' traffic to the host's other networks and NAT it "
+            f"behind this interface ('{DEFAULT_ROUTE}': the one of the default route).",
+            show_default=False,
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,
 ) -> None:
     """Create a server: a new private key (mode 0600) and a configuration with no clients.
 
     Example: trio-sudp config init-server -c server.toml --endpoint vpn.example.com:7000
+    --masquerade default-route
     """
     path = config or Path("server.json" if fmt == Format.tunelo else "server.toml")
     result = init_server(
@@ -299,6 +319,7 @@ def init_server_command(
         mtu=mtu,
         interface=interface,
         control_socket=control_socket,
+        masquerade=MASQUERADE_DEFAULT_ROUTE if masquerade == DEFAULT_ROUTE else masquerade,
         force=force,
     )
     if result.key_path is not None:
@@ -388,6 +409,15 @@ def add_client_command(
         bool,
         typer.Option("--full-tunnel", help="The client sends all its traffic through the tunnel."),
     ] = False,
+    dns: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dns",
+            metavar="IP",
+            help="A DNS server for the client to use while connected (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
     control_socket: Annotated[
         Path | None,
         typer.Option(
@@ -417,6 +447,7 @@ def add_client_command(
         addresses=address or (),
         routes=route or (),
         full_tunnel=full_tunnel,
+        dns=dns or (),
         control_socket=control_socket,
         force=force,
     )

@@ -29,7 +29,14 @@ from .load import (
     load_server_config,
     parse_config,
 )
-from .model import ClientConfig, ConfigFormat, PeerConfig, ServerConfig
+from .model import (
+    MASQUERADE_DEFAULT_ROUTE,
+    ClientConfig,
+    ConfigFormat,
+    Hooks,
+    PeerConfig,
+    ServerConfig,
+)
 from .schema import ConfigFileError, Issue
 from .storage import (
     generate_shared_key,
@@ -40,11 +47,13 @@ from .storage import (
 )
 
 __all__ = [
+    "MASQUERADE_DEFAULT_ROUTE",
     "AddClientResult",
     "ClientConfig",
     "ConfigFileError",
     "ConfigFormat",
     "ConfigReport",
+    "Hooks",
     "InitServerResult",
     "Issue",
     "PeerConfig",

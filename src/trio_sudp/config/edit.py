@@ -22,8 +22,9 @@ import ipaddress
 import json
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 import tomlkit
@@ -35,6 +36,7 @@ from ..protocol.peers import Peer
 from . import toml, tunelo
 from .load import inspect_config, parse_config
 from .model import (
+    MASQUERADE_DEFAULT_ROUTE,
     ClientConfig,
     ConfigFormat,
     IPAddress,
@@ -44,6 +46,8 @@ from .model import (
     ServerConfig,
     parse_address,
     parse_client_vaddr,
+    parse_dns_server,
+    parse_egress_interface,
     parse_endpoint,
     parse_interface,
     parse_listen,
@@ -64,6 +68,8 @@ __all__ = [
     "remove_client",
     "server_interface",
 ]
+
+T = TypeVar("T")
 
 DEFAULT_LISTEN = "0.0.0.0:7000"
 #: tunelo's default tunnel network, the server taking the first address.
@@ -133,6 +139,14 @@ def _validate(
     return config
 
 
+def _option(name: str, parse: Callable[[str], T], text: str) -> T:
+    """``parse(text)``, its problem prefixed with the option's name."""
+    try:
+        return parse(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
 def _absolute(path: str | os.PathLike[str] | None) -> Path | None:
     return None if path is None else Path(os.path.abspath(path))
 
@@ -155,6 +169,7 @@ def init_server(
     mtu: int | None = None,
     interface: str | None = None,
     control_socket: str | os.PathLike[str] | None = None,
+    masquerade: str | None = None,
     force: bool = False,
 ) -> InitServerResult:
     """Create a server: a fresh private key and a configuration without clients.
@@ -164,7 +179,9 @@ def init_server(
     ``format="tunelo"`` writes tunelo's server.json with the key inline (as
     tunelo's tool does) unless ``key_path`` is given; it needs ``endpoint`` (the
     public ``ip:port`` tunelo hands to clients) and SUDP v3. A relative
-    ``control_socket`` is made absolute (from the current directory). Existing files are
+    ``control_socket`` is made absolute (from the current directory). ``masquerade``
+    (an interface name, or :data:`~.model.MASQUERADE_DEFAULT_ROUTE`) makes the
+    server forward and NAT its clients' traffic. Existing files are
     only replaced with ``force``. Raises ``ConfigError`` and writes nothing on
     any problem.
     """
@@ -194,6 +211,9 @@ def init_server(
         if target is not None and not force and os.path.lexists(target):
             raise ConfigError(f"{target}: already exists (use --force to replace it)")
 
+    if masquerade is not None and masquerade != MASQUERADE_DEFAULT_ROUTE:
+        _option("--masquerade", parse_egress_interface, masquerade)
+
     key = PrivateKey.generate()
     config = ServerConfig(
         source=path,
@@ -206,6 +226,8 @@ def init_server(
         control_socket=_absolute(control_socket),
         endpoint=endpoint,
         default_version=default_version,
+        forward=masquerade is not None,
+        masquerade=masquerade,
     )
     if fmt == "toml":
         reference = _key_reference(key_file, path) if key_file is not None else None
@@ -383,6 +405,7 @@ def add_client(
     addresses: Sequence[str] = (),
     routes: Sequence[str] = (),
     full_tunnel: bool = False,
+    dns: Sequence[str] = (),
     control_socket: str | os.PathLike[str] | None = None,
     force: bool = False,
 ) -> AddClientResult:
@@ -392,7 +415,8 @@ def add_client(
     server's default version. ``endpoint`` (``host:port`` the client connects to)
     defaults to the server config's. ``addresses`` picks the client's tunnel
     address (per family) instead of the next free one; ``routes`` are prefixes
-    behind the client; ``control_socket`` goes into the client's file. The client
+    behind the client; ``dns`` (resolver addresses) and ``control_socket`` go into
+    the client's file. The client
     file is only replaced with ``force``. Raises
     ``ConfigError`` (or ``ConfigFileError`` for a broken server file) and changes
     nothing on any problem.
@@ -423,6 +447,7 @@ def add_client(
         new_vaddr = _pick_vaddr(server, vaddr)
         client_addresses, client_interfaces = _pick_addresses(server, addresses)
         peer_routes = tuple(parse_prefix(r) for r in routes)
+        resolvers = tuple(_option("--dns", parse_dns_server, text) for text in dns)
         client_endpoint = _client_endpoint(server, endpoint)
 
         key = PrivateKey.generate()
@@ -447,6 +472,7 @@ def add_client(
             mtu=server.mtu,
             control_socket=_absolute(control_socket),
             full_tunnel=full_tunnel,
+            dns=resolvers,
         )
         if client_format == "toml":
             client_text = toml.render_client(client)

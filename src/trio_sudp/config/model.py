@@ -19,7 +19,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 import attrs
 
@@ -35,8 +35,10 @@ from .schema import Issues, show
 
 __all__ = [
     "DEFAULT_HANDSHAKE_RATE",
+    "MASQUERADE_DEFAULT_ROUTE",
     "ClientConfig",
     "ConfigFormat",
+    "Hooks",
     "IPAddress",
     "IPInterface",
     "IPNetwork",
@@ -49,13 +51,17 @@ __all__ = [
     "parse_address",
     "parse_client_vaddr",
     "parse_control_socket",
+    "parse_dns_server",
+    "parse_egress_interface",
     "parse_endpoint",
     "parse_handshake_rate",
     "parse_interface",
     "parse_interface_name",
     "parse_listen",
+    "parse_metrics",
     "parse_network",
     "parse_prefix",
+    "parse_search_domain",
     "parse_shared_key",
     "parse_version",
 ]
@@ -68,12 +74,19 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: ClientHandshakes accepted per second per source host (as :func:`trio_sudp.open_server`).
 DEFAULT_HANDSHAKE_RATE = 20.0
 
+#: :attr:`ServerConfig.masquerade` for "the interface of the default route, found when
+#: the server starts" (``masquerade = true``). No interface is called this: Linux
+#: refuses ``:`` in interface names.
+MASQUERADE_DEFAULT_ROUTE: Final = ":default-route"
+
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)"
     r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$"
 )
 _INTERFACE_NAME = re.compile(r"^[A-Za-z0-9_.%-]{1,15}$")
+#: What Linux accepts as an interface name (dev_valid_name): no '/', ':' or space.
+_KERNEL_INTERFACE_NAME = re.compile(r"^[^/:\s]{1,15}$")
 _MAX_SOCKET_PATH = 103 if sys.platform == "darwin" else 107
 #: BLAKE2b's key limit: a longer key crashes Go peers.
 _MAX_SHARED_KEY = 64
@@ -205,6 +218,47 @@ def parse_shared_key(text: str) -> bytes | None:
     return key or None
 
 
+def parse_egress_interface(name: str) -> str:
+    """An existing interface of the host (to masquerade behind), by its Linux name."""
+    if not _KERNEL_INTERFACE_NAME.match(name) or len(name.encode()) > 15 or name in (".", ".."):
+        raise ConfigError(f"{name!r} is not an interface name (1-15 bytes, no '/', ':' or spaces)")
+    return name
+
+
+def parse_dns_server(text: str) -> IPAddress:
+    """A resolver's address: ``10.0.0.1``, ``fd00::1``."""
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfigError(f"{show(text)} is not an IP address like 10.0.0.1") from None
+
+
+def parse_search_domain(text: str) -> str:
+    """A DNS search domain: ``corp.example``."""
+    name = text.removesuffix(".")
+    if not name or not name.isascii() or not _HOSTNAME.match(name):
+        hint = " (write an international name in its xn-- form)" if not text.isascii() else ""
+        raise ConfigError(f"{show(text)} is not a domain name like corp.example{hint}")
+    return text
+
+
+def parse_metrics(text: str) -> tuple[str, int]:
+    """``ip:port`` or ``[ipv6]:port`` to serve metrics on (TCP); the IP must be numeric."""
+    try:
+        host, port = parse_host_port(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not host:
+        raise ConfigError(f"{show(text)} has no address; like 127.0.0.1:{port}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"{host!r} is not a numeric IP address (to serve metrics on)") from None
+    if port == 0:
+        raise ConfigError("port 0 is not a port a scraper can reach")
+    return host, port
+
+
 def parse_handshake_rate(value: float | None) -> float | None:
     """ClientHandshakes per second per source host; ``None`` (or 0): no limit."""
     if value is not None and value < 0:
@@ -262,6 +316,23 @@ class PeerConfig:
 
 
 @attrs.frozen(kw_only=True)
+class Hooks:
+    """Shell commands run around a daemon's tunnel, like wg-quick's ``PreUp`` and
+    friends: before and after the interface comes up, before and after it goes.
+    ``%i`` in a command stands for the interface name."""
+
+    pre_up: tuple[str, ...] = ()
+    post_up: tuple[str, ...] = ()
+    pre_down: tuple[str, ...] = ()
+    post_down: tuple[str, ...] = ()
+
+
+def _masquerade_forwards(instance: ServerConfig, _attr: object, value: str | None) -> None:
+    if value is not None and not instance.forward:
+        raise ConfigError("masquerade needs forward: a server that masquerades forwards")
+
+
+@attrs.frozen(kw_only=True)
 class ServerConfig:
     """A VPN server: where it listens, who it is, its tunnel addresses and its clients.
 
@@ -270,6 +341,12 @@ class ServerConfig:
     ``mtu`` ``None`` means the default for the peers' versions (see
     :attr:`tunnel_mtu`). ``endpoint`` is the ``host:port`` clients are told to
     connect to (tunelo's ``public_ip`` and ``listen_port``), if known.
+
+    With ``forward`` the server routes between the tunnel and the host's other
+    interfaces; ``masquerade`` (an interface name, or
+    :data:`MASQUERADE_DEFAULT_ROUTE`) also translates what clients send out of
+    that interface to its address, and implies ``forward``. ``metrics`` is the
+    ``(ip, port)`` to serve Prometheus metrics on.
     """
 
     source: Path | None = None
@@ -287,6 +364,10 @@ class ServerConfig:
     settings: SessionSettings = attrs.field(factory=SessionSettings)
     #: ClientHandshakes per second per source host; ``None``: no limit.
     handshake_rate: float | None = DEFAULT_HANDSHAKE_RATE
+    forward: bool = False
+    masquerade: str | None = attrs.field(default=None, validator=_masquerade_forwards)
+    hooks: Hooks = Hooks()
+    metrics: tuple[str, int] | None = None
 
     @property
     def public_key(self) -> PublicKey:
@@ -350,7 +431,9 @@ class ClientConfig:
     address 0, public key, version, v3 shared key). ``server_address`` is the
     server's tunnel address (tunelo's ``utun_peer``), if given. With
     ``full_tunnel`` all traffic goes through the tunnel (tunelo's ``-peergw``);
-    ``routes`` are extra prefixes sent into it.
+    ``routes`` are extra prefixes sent into it. ``dns`` and ``dns_search`` are the
+    resolvers and search domains to use for the tunnel interface; ``hooks`` and
+    ``metrics`` as for :class:`ServerConfig`.
     """
 
     source: Path | None = None
@@ -367,6 +450,10 @@ class ClientConfig:
     full_tunnel: bool = False
     routes: tuple[IPNetwork, ...] = ()
     settings: SessionSettings = attrs.field(factory=SessionSettings)
+    dns: tuple[IPAddress, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    hooks: Hooks = Hooks()
+    metrics: tuple[str, int] | None = None
 
     @property
     def public_key(self) -> PublicKey:
@@ -389,6 +476,12 @@ class ClientConfig:
     def tunnel_mtu(self) -> int:
         """``mtu``, or the default of the server's version (1400 for v3, 1420 for v2)."""
         return self.mtu if self.mtu is not None else default_tunnel_mtu(self.server.version)
+
+    def reaches_through_tunnel(self, address: IPAddress) -> bool:
+        """Whether packets to ``address`` go into the tunnel (full tunnel aside)."""
+        return any(address in a.network for a in self.addresses) or any(
+            address in r for r in self.routes
+        )
 
     @property
     def endpoint_host_port(self) -> tuple[str, int]:
@@ -540,6 +633,7 @@ def check_client(
     addresses: Sequence[str],
     server_address: str,
     shared_key: str,
+    dns: Sequence[str] = (),
 ) -> None:
     """Every check of a client configuration that involves more than one field."""
     check_mtu(issues, mtu, config.mtu, frozenset({config.version}), config.carries_ipv6)
@@ -552,9 +646,7 @@ def check_client(
         ours = [a for a in config.addresses if a.ip == config.server_address]
         if ours:
             issues.error(server_address, f"{config.server_address} is our own address")
-        elif not any(config.server_address in a.network for a in config.addresses) and not any(
-            config.server_address in r for r in config.routes
-        ):
+        elif not config.reaches_through_tunnel(config.server_address):
             issues.warn(
                 server_address,
                 f"{config.server_address} is outside our tunnel network "
@@ -562,3 +654,10 @@ def check_client(
             )
     if config.version == Version.V3 and not config.server.shared_key:
         issues.warn(shared_key, "no shared key: v3 header tags are unkeyed BLAKE2b")
+    for address, field in zip(config.dns, dns, strict=True):
+        if not config.full_tunnel and not config.reaches_through_tunnel(address):
+            issues.warn(
+                field,
+                f"{address} is not reached through the tunnel (not in the tunnel network "
+                "or the routes, and no full_tunnel): queries for it go around the VPN",
+            )

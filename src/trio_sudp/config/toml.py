@@ -30,7 +30,9 @@ from ..protocol.peers import Peer
 from ..protocol.settings import SessionSettings
 from .model import (
     DEFAULT_HANDSHAKE_RATE,
+    MASQUERADE_DEFAULT_ROUTE,
     ClientConfig,
+    Hooks,
     IPAddress,
     IPInterface,
     IPNetwork,
@@ -43,12 +45,16 @@ from .model import (
     parse_address,
     parse_client_vaddr,
     parse_control_socket,
+    parse_dns_server,
+    parse_egress_interface,
     parse_endpoint,
     parse_handshake_rate,
     parse_interface,
     parse_interface_name,
     parse_listen,
+    parse_metrics,
     parse_prefix,
+    parse_search_domain,
     parse_shared_key,
     parse_version,
 )
@@ -66,8 +72,10 @@ from .schema import (
     flag_value,
     integer_value,
     number_value,
+    show,
     structure,
     text_value,
+    type_name,
 )
 
 __all__ = [
@@ -154,6 +162,36 @@ def _one_key(raw: dict[str, Any], key: str, missing: str) -> dict[str, Any]:
     elif key not in raw and pem not in raw:
         raw = {**raw, key: Refused(missing, missing=True)}
     return raw
+
+
+@attrs.frozen
+class _Masquerade(Value):
+    """An interface name, ``true`` (the default route's interface) or ``false``."""
+
+    def structure(self, value: object, ctx: ParseContext) -> str | None:
+        if value is True:
+            return MASQUERADE_DEFAULT_ROUTE
+        if value is False:
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(
+                "must be an interface name, true (the interface of the default route) or "
+                f"false, not {type_name(value)} {show(value)}"
+            )
+        return parse_egress_interface(text_value(value))
+
+
+#: A hook: one shell command, or a list of them.
+_Hook = Annotated[Listed[str], Texts(text_value)]
+
+
+def _hooks(table: _ServerTable | _ClientTable) -> Hooks:
+    return Hooks(
+        pre_up=table.pre_up.items,
+        post_up=table.post_up.items,
+        pre_down=table.pre_down.items,
+        post_down=table.post_down.items,
+    )
 
 
 def _printable(name: str) -> str:
@@ -306,6 +344,13 @@ class _ServerTable:
     handshake_rate: Annotated[float | None, Number(parse_handshake_rate, off=True)] = (
         DEFAULT_HANDSHAKE_RATE
     )
+    forward: Annotated[bool | None, Flag()] = None
+    masquerade: Annotated[str | None, _Masquerade()] = None
+    pre_up: _Hook = attrs.Factory(Listed)
+    post_up: _Hook = attrs.Factory(Listed)
+    pre_down: _Hook = attrs.Factory(Listed)
+    post_down: _Hook = attrs.Factory(Listed)
+    metrics: Annotated[tuple[str, int] | None, Text(parse_metrics)] = None
 
     @staticmethod
     def prepare(raw: dict[str, Any]) -> dict[str, Any]:
@@ -352,6 +397,13 @@ class _ClientTable:
     control_socket: Annotated[Path | None, _ControlSocket()] = None
     full_tunnel: Annotated[bool, Flag()] = False
     routes: Annotated[Listed[IPNetwork], Texts(parse_prefix)] = attrs.Factory(Listed)
+    dns: Annotated[Listed[IPAddress], Texts(parse_dns_server)] = attrs.Factory(Listed)
+    dns_search: Annotated[Listed[str], Texts(parse_search_domain)] = attrs.Factory(Listed)
+    pre_up: _Hook = attrs.Factory(Listed)
+    post_up: _Hook = attrs.Factory(Listed)
+    pre_down: _Hook = attrs.Factory(Listed)
+    post_down: _Hook = attrs.Factory(Listed)
+    metrics: Annotated[tuple[str, int] | None, Text(parse_metrics)] = None
 
     @staticmethod
     def prepare(raw: dict[str, Any]) -> dict[str, Any]:
@@ -433,6 +485,11 @@ def parse_server_document(doc: dict[str, Any], ctx: ParseContext) -> ServerConfi
                 shared_key=f"{base}.shared_key",
             )
         )
+    if server.forward is False and server.masquerade is not None:
+        ctx.issues.error(
+            "server.masquerade",
+            "needs forwarding, but forward = false (remove that line, or set it to true)",
+        )
     if len(ctx.issues.errors) > errors_before or private_key is None:
         return None
     config = ServerConfig(
@@ -449,6 +506,10 @@ def parse_server_document(doc: dict[str, Any], ctx: ParseContext) -> ServerConfi
         default_version=server.version,
         settings=settings,
         handshake_rate=server.handshake_rate,
+        forward=bool(server.forward) or server.masquerade is not None,
+        masquerade=server.masquerade,
+        hooks=_hooks(server),
+        metrics=server.metrics,
     )
     check_server(
         config,
@@ -487,6 +548,10 @@ def parse_client_document(doc: dict[str, Any], ctx: ParseContext) -> ClientConfi
         full_tunnel=client.full_tunnel,
         routes=client.routes.items,
         settings=settings,
+        dns=client.dns.items,
+        dns_search=client.dns_search.items,
+        hooks=_hooks(client),
+        metrics=client.metrics,
     )
     check_client(
         config,
@@ -495,6 +560,7 @@ def parse_client_document(doc: dict[str, Any], ctx: ParseContext) -> ClientConfi
         addresses=client.address.fields("client.address"),
         server_address="server.address",
         shared_key="server.shared_key",
+        dns=client.dns.fields("client.dns"),
     )
     return None if len(ctx.issues.errors) > errors_before else config
 
@@ -526,6 +592,17 @@ def _shared_key_text(key: bytes | None, where: str) -> str | None:
         return key.decode()
     except UnicodeDecodeError:
         raise ConfigError(f"{where}: the shared key is not text and cannot be written") from None
+
+
+def _hooks_and_metrics(
+    table: tomlkit.items.Table, hooks: Hooks, metrics: tuple[str, int] | None
+) -> None:
+    for key in ("pre_up", "post_up", "pre_down", "post_down"):
+        commands: tuple[str, ...] = getattr(hooks, key)
+        if commands:
+            table.add(key, commands[0] if len(commands) == 1 else list(commands))
+    if metrics is not None:
+        table.add("metrics", _host_port(*metrics))
 
 
 def _header(doc: tomlkit.TOMLDocument, header: str, name: str) -> None:
@@ -594,6 +671,12 @@ def render_server(
     if config.handshake_rate != DEFAULT_HANDSHAKE_RATE:
         rate = config.handshake_rate
         server.add("handshake_rate", False if rate is None else rate)
+    if config.forward:
+        server.add("forward", True)
+    if config.masquerade is not None:
+        default_route = config.masquerade == MASQUERADE_DEFAULT_ROUTE
+        server.add("masquerade", True if default_route else config.masquerade)
+    _hooks_and_metrics(server, config.hooks, config.metrics)
     doc.add("server", server)
     _timers(doc, config.settings)
     for peer in config.peers:
@@ -625,6 +708,11 @@ def render_client(
         client.add("interface", config.interface)
     if config.control_socket is not None:
         client.add("control_socket", os.fspath(config.control_socket))
+    if config.dns:
+        client.add("dns", [str(a) for a in config.dns])
+    if config.dns_search:
+        client.add("dns_search", list(config.dns_search))
+    _hooks_and_metrics(client, config.hooks, config.metrics)
     if private_key_file is not None:
         client.add("private_key", private_key_file)
     else:

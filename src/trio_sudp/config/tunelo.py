@@ -24,7 +24,6 @@ from ..protocol.peers import Peer
 from ..protocol.settings import SessionSettings
 from ..runtime.udp import parse_host_port
 from .model import (
-    DEFAULT_HANDSHAKE_RATE,
     ClientConfig,
     IPAddress,
     IPInterface,
@@ -372,6 +371,12 @@ def parse_client_document(doc: dict[str, Any], ctx: ParseContext) -> ClientConfi
 
 # -- writing -----------------------------------------------------------------------
 
+#: What a trio-sudp server may have that tunelo's server.json cannot hold.
+_SERVER_ONLY_TOML = (
+    "mtu", "interface", "control_socket", "settings", "default_version", "handshake_rate",
+    "masquerade", "forward", "hooks", "metrics",
+)  # fmt: skip
+
 
 def _pem(key: PublicKey | PrivateKey) -> str:
     return key.to_pem().decode("ascii")
@@ -406,15 +411,21 @@ def peer_entry(peer: PeerConfig) -> dict[str, Any]:
     }
 
 
+def _refuse(config: ServerConfig | ClientConfig, names: tuple[str, ...], file: str) -> None:
+    """Refuse ``config`` if one of these fields is not at its default."""
+    fields = attrs.fields_dict(type(config))
+    for name in names:
+        default: Any = fields[name].default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = default.factory()
+        if getattr(config, name) != default:
+            raise ConfigError(f"tunelo's {file} cannot hold {name}")
+
+
 def _check_server_representable(config: ServerConfig) -> None:
     if len(config.addresses) != 1:
         raise ConfigError("tunelo's server.json holds exactly one tunnel address (utun_vaddr)")
-    default = ServerConfig(listen=config.listen, private_key=config.private_key, addresses=())
-    for name in ("mtu", "interface", "control_socket", "settings", "default_version"):
-        if getattr(config, name) != getattr(default, name):
-            raise ConfigError(f"tunelo's server.json cannot hold {name}")
-    if config.handshake_rate != DEFAULT_HANDSHAKE_RATE:
-        raise ConfigError("tunelo's server.json cannot hold handshake_rate")
+    _refuse(config, _SERVER_ONLY_TOML, "server.json")
 
 
 def server_document(config: ServerConfig) -> dict[str, Any]:
@@ -476,11 +487,10 @@ def render_client(config: ClientConfig) -> str:
         raise ConfigError(
             "tunelo's client.json cannot hold full_tunnel (tunelo takes -peergw instead)"
         )
-    for name in ("mtu", "interface", "control_socket"):
-        if getattr(config, name) is not None:
-            raise ConfigError(f"tunelo's client.json cannot hold {name}")
+    _refuse(config, ("mtu", "interface", "control_socket"), "client.json")
     if config.settings != SessionSettings():
         raise ConfigError("tunelo's client.json cannot hold timers")
+    _refuse(config, ("dns", "dns_search", "hooks", "metrics"), "client.json")
     doc: dict[str, Any] = {}
     if config.server_address is not None:
         doc["utun_peer"] = str(config.server_address)
