@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import stat
 import subprocess
@@ -198,10 +199,69 @@ def test_config_bad_input(tmp_path: Path) -> None:
     assert_one_line_error(*run("config", "init-server", "-c", server), "already exists")
 
 
+def test_list_and_remove_clients(tmp_path: Path) -> None:
+    server = tmp_path / "server.toml"
+    assert run("config", "init-server", "-c", server, "--endpoint", "198.51.100.1:7000",
+               "--network", "10.0.0.1/24", "--network", "fd00::1/64")[0] == 0  # fmt: skip
+    code, out, err = run("config", "list", "-c", server)
+    assert (code, out) == (0, "")
+    assert "no clients" in err
+    assert run("config", "add-client", "-c", server, "-o", tmp_path / "a.toml",
+               "--name", "laptop", "--route", "192.168.7.0/24")[0] == 0  # fmt: skip
+    assert run("config", "add-client", "-c", server, "-o", tmp_path / "b.toml",
+               "--version", "2")[0] == 0  # fmt: skip
+    keys = [p.public_key.fingerprint() for p in load_server_config(server).peers]
+    code, out, err = run("config", "list", "-c", server)
+    assert code == 0, err
+    assert out.splitlines() == [
+        f"laptop  vaddr 1  10.0.0.2, fd00::2 routes 192.168.7.0/24  v3  key {keys[0]}",
+        f"-       vaddr 2  10.0.0.3, fd00::3                        v2  key {keys[1]}",
+    ]
+    code, out, _ = run("config", "list", "-c", server, "--json")
+    assert code == 0
+    assert json.loads(out) == [
+        {"name": "laptop", "vaddr": 1, "addresses": ["10.0.0.2", "fd00::2"],
+         "routes": ["192.168.7.0/24"], "version": 3, "fingerprint": keys[0]},
+        {"name": None, "vaddr": 2, "addresses": ["10.0.0.3", "fd00::3"], "routes": [],
+         "version": 2, "fingerprint": keys[1]},
+    ]  # fmt: skip
+
+    code, out, err = run("config", "remove-client", "-c", server, "laptop")
+    assert code == 0, err
+    assert out.splitlines() == [
+        f"removed laptop (vaddr 1) from {server}",
+        f"a running server drops it with: trio-sudp reload -c {server}",
+    ]
+    assert [p.vaddr for p in load_server_config(server).peers] == [2]
+    assert_one_line_error(*run("config", "remove-client", "-c", server, "laptop"),
+                          f"{server}: no client has name 'laptop'")  # fmt: skip
+    assert_one_line_error(*run("config", "remove-client", "-c", server, "1"),
+                          "no client has virtual address 1")  # fmt: skip
+    assert run("config", "remove-client", "-c", server, "2")[0] == 0
+    assert run("config", "list", "-c", server, "--json")[1].strip() == "[]"
+    assert run("check", "-c", server)[0] == 0
+
+
+def test_list_and_remove_client_bad_input(tmp_path: Path) -> None:
+    server = tmp_path / "server.toml"
+    assert run("config", "init-server", "-c", server, "--endpoint", "h:1")[0] == 0
+    assert run("config", "add-client", "-c", server, "-o", tmp_path / "c.toml")[0] == 0
+    for command in (["list"], ["remove-client"]):
+        extra = [] if command == ["list"] else ["1"]
+        assert_one_line_error(*run("config", *command, "-c", tmp_path / "c.toml", *extra),
+                              "this is a client configuration")  # fmt: skip
+        assert_one_line_error(*run("config", *command, "-c", tmp_path / "none.toml", *extra),
+                              "none.toml: no such file")  # fmt: skip
+    code, out, err = run("config", "remove-client", "-c", server)
+    assert code == 2 and "Traceback" not in out + err
+    assert [p.vaddr for p in load_server_config(server).peers] == [1]
+
+
 def test_help_texts() -> None:
     for args in (["--help"], ["genkey", "--help"], ["pubkey", "--help"], ["check", "--help"],
                  ["config", "--help"], ["config", "init-server", "--help"],
-                 ["config", "add-client", "--help"]):  # fmt: skip
+                 ["config", "add-client", "--help"], ["config", "remove-client", "--help"],
+                 ["config", "list", "--help"]):  # fmt: skip
         code, out, _ = run(*args)
         assert code == 0, args
         assert "Usage:" in out
@@ -274,3 +334,30 @@ def test_genkey_pubkey_pipeline_in_real_processes(tmp_path: Path, command: list[
                            capture_output=True, check=False)  # fmt: skip
     assert check.returncode == 2
     assert b"Traceback" not in check.stderr
+
+
+@pytest.mark.parametrize("command", _commands(), ids=lambda c: Path(c[-1]).name)
+def test_client_management_in_real_processes(tmp_path: Path, command: list[str]) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*command, *args], capture_output=True, text=True, cwd=tmp_path,
+                              timeout=60, check=False)  # fmt: skip
+
+    assert cli("config", "init-server", "--endpoint", "192.0.2.1:7000").returncode == 0
+    for name in ("one", "two"):
+        made = cli(
+            "config", "add-client", "-c", "server.toml", "-o", f"{name}.toml", "--name", name
+        )
+        assert made.returncode == 0, made.stderr
+    listed = cli("config", "list", "-c", "server.toml", "--json")
+    assert [c["name"] for c in json.loads(listed.stdout)] == ["one", "two"]
+    removed = cli("config", "remove-client", "-c", "server.toml", "one")
+    assert removed.returncode == 0, removed.stderr
+    listed = cli("config", "list", "-c", "server.toml")
+    assert listed.returncode == 0
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["two"]
+    again = cli("config", "remove-client", "-c", "server.toml", "one")
+    assert again.returncode == 2
+    assert again.stderr.splitlines() == [
+        "trio-sudp: error: server.toml: no client has name 'one' "
+        "(see: trio-sudp config list -c server.toml)"
+    ]

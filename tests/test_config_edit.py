@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
+import shutil
 import stat
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from trio_sudp.config import (
     ClientConfig,
@@ -19,11 +25,12 @@ from trio_sudp.config import (
     load_client_config,
     load_config,
     load_server_config,
+    remove_client,
 )
 from trio_sudp.config import edit as edit_module
-from trio_sudp.config.files import StagedWrites
-from trio_sudp.config.keys import SHARED_KEY_ALPHABET
+from trio_sudp.config.storage import SHARED_KEY_ALPHABET, StagedWrites
 from trio_sudp.protocol.constants import Version
+from trio_sudp.protocol.crypto import PrivateKey
 from trio_sudp.protocol.errors import ConfigError
 
 
@@ -390,7 +397,7 @@ def test_failure_while_writing_changes_nothing(
     def broken_render(*args: object, **kwargs: object) -> str:
         raise ConfigError("simulated failure")
 
-    monkeypatch.setattr(edit_module.toml_format, "render_client", broken_render)
+    monkeypatch.setattr(edit_module.toml, "render_client", broken_render)
     with pytest.raises(ConfigError, match="simulated"):
         add_client(server_path, tmp_path / "b.toml", format="toml")
     monkeypatch.undo()
@@ -413,3 +420,288 @@ def test_init_server_failure_while_writing(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(OSError, match="Input/output error"):
         init_server(tmp_path / "server.toml")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- comments survive edits --------------------------------------------------------
+
+COMMENTED_SERVER = """\
+# my server, set up by hand
+[server]  # the server itself
+listen = "0.0.0.0:7000"
+endpoint = "vpn.example.com:7000"
+address = "10.0.0.1/24"
+private_key = "server.key"  # chmod 600
+
+# before peer 1
+[[peer]]
+# inside peer 1
+name = "one"
+vaddr = 1
+address = "10.0.0.2"  # one's address
+public_key_pem = '''
+{pem1}'''
+
+# before peer 2
+[[peer]]
+name = "two"  # inside peer 2
+vaddr = 2
+address = "10.0.0.3"
+public_key_pem = '''
+{pem2}'''
+
+# before peer 3
+[[peer]]
+name = "three"
+# inside peer 3
+vaddr = 3
+address = "10.0.0.4"
+public_key_pem = '''
+{pem3}'''
+
+# the timers, tuned
+[timers]
+idle_expiry = 9.5  # why not
+"""
+
+
+def commented_server(tmp_path: Path) -> Path:
+    init_server(tmp_path / "server.toml", endpoint="vpn.example.com:7000")
+    pems = {f"pem{i}": PrivateKey.generate().public_key.to_pem().decode() for i in (1, 2, 3)}
+    path = tmp_path / "server.toml"
+    path.write_text(COMMENTED_SERVER.format(**pems))
+    return path
+
+
+#: The comments inside each [[peer]] table of COMMENTED_SERVER.
+INSIDE = {1: {"inside peer 1", "one's address"}, 2: {"inside peer 2"}, 3: {"inside peer 3"}}
+
+
+def comments(text: str) -> list[str]:
+    return [line.partition("#")[2].strip() for line in text.splitlines() if "#" in line]
+
+
+def test_add_client_before_a_later_table_keeps_every_comment(tmp_path: Path) -> None:
+    path = commented_server(tmp_path)
+    before = path.read_text()
+    result = add_client(path, tmp_path / "four.toml", name="four")
+    text = path.read_text()
+    assert comments(text) == comments(before)
+    # the new table goes after the last [[peer]]; the [timers] comment stays above [timers]
+    assert text.index('name = "four"') > text.index('name = "three"')
+    assert "# the timers, tuned\n[timers]" in text
+    assert text.startswith(before.split("# the timers")[0].rstrip("\n"))
+    server = load_server_config(path)
+    assert [p.name for p in server.peers] == ["one", "two", "three", "four"]
+    assert server.settings.idle_expiry == 9.5
+    assert result.peer == server.peers[3]
+
+
+@pytest.mark.parametrize(
+    ("client", "gone"), [("one", 1), ("2", 2), ("three", 3)], ids=["first", "middle", "last"]
+)
+def test_remove_client_keeps_every_other_comment(tmp_path: Path, client: str, gone: int) -> None:
+    path = commented_server(tmp_path)
+    path.chmod(0o640)
+    before = load_server_config(path)
+    text_before = path.read_text()
+    result = remove_client(path, client)
+    text = path.read_text()
+    assert result.peer == before.peer(gone)
+    assert comments(text) == [c for c in comments(text_before) if c not in INSIDE[gone]]
+    assert "\n\n\n" not in text
+    assert "# the timers, tuned\n[timers]" in text
+    for kept in {1, 2, 3} - {gone}:
+        assert text.index(f"# before peer {kept}") < text.index(f"vaddr = {kept}")
+    server = load_server_config(path)
+    assert server == result.server
+    assert server.peers == tuple(p for p in before.peers if p.vaddr != gone)
+    assert server.settings.idle_expiry == 9.5
+    assert mode(path) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["server.key", "server.toml"]
+
+
+def test_remove_every_client(tmp_path: Path) -> None:
+    path = commented_server(tmp_path)
+    for name in ("two", "one", "three"):
+        remove_client(path, name)
+    text = path.read_text()
+    assert "peer" not in tomllib.loads(text)
+    assert "[[peer]]" not in text and "peer = " not in text
+    assert comments(text) == [
+        "my server, set up by hand", "the server itself", "chmod 600", "before peer 1",
+        "before peer 2", "before peer 3", "the timers, tuned", "why not",
+    ]  # fmt: skip
+    assert load_server_config(path).peers == ()
+    # and clients can be added again
+    add_client(path, tmp_path / "c.toml")
+    assert [p.vaddr for p in load_server_config(path).peers] == [1]
+
+
+def test_remove_client_from_a_file_written_by_the_commands(tmp_path: Path) -> None:
+    init_server(tmp_path / "server.toml", endpoint="vpn.example.com:7000")
+    for name in ("a", "b", "c"):
+        add_client(tmp_path / "server.toml", tmp_path / f"{name}.toml", name=name)
+    remove_client(tmp_path / "server.toml", "b")
+    text = (tmp_path / "server.toml").read_text()
+    assert "\n\n\n" not in text and text.endswith("'''\n")
+    assert [p.name for p in load_server_config(tmp_path / "server.toml").peers] == ["a", "c"]
+    # the removed client's own file is left alone
+    assert check_config(tmp_path / "b.toml") == []
+
+
+def test_remove_client_from_tunelo(tmp_path: Path) -> None:
+    init_server(tmp_path / "server.json", format="tunelo", endpoint="1.2.3.4:7000")
+    for name in ("a", "b", "c"):
+        add_client(tmp_path / "server.json", tmp_path / f"{name}.json")
+    result = remove_client(tmp_path / "server.json", "2")
+    assert result.peer.vaddr == 2
+    doc = json.loads((tmp_path / "server.json").read_text())
+    assert doc["mappings"] == {"10.0.0.2": 1, "10.0.0.4": 3}
+    assert [p["virtual_address"] for p in doc["sudp"]["peers"]] == [1, 3]
+    assert list(doc) == ["utun_vaddr", "mappings", "sudp"]
+    assert check_config(tmp_path / "server.json") == []
+    assert [p.vaddr for p in load_server_config(tmp_path / "server.json").peers] == [1, 3]
+
+
+def test_remove_client_keeps_what_tunelo_wrote(tmp_path: Path) -> None:
+    init_server(tmp_path / "server.json", format="tunelo", endpoint="1.2.3.4:7000")
+    add_client(tmp_path / "server.json", tmp_path / "a.json")
+    add_client(tmp_path / "server.json", tmp_path / "b.json")
+    path = tmp_path / "server.json"
+    doc = json.loads(path.read_text())
+    doc["comment"] = "an unknown key tunelo ignores"
+    doc["sudp"]["peers"][1]["extra"] = 1
+    path.write_text(json.dumps(doc, indent=2))
+    remove_client(path, "1")
+    new = json.loads(path.read_text())
+    assert new["comment"] == "an unknown key tunelo ignores"
+    assert new["sudp"]["peers"] == [doc["sudp"]["peers"][1]]
+
+
+@pytest.mark.parametrize(
+    ("client", "message"),
+    [
+        ("laptop", "no client has name 'laptop' (see: trio-sudp config list -c"),
+        ("7", "no client has virtual address 7"),
+        ("", "no client has name ''"),
+    ],
+)
+def test_remove_unknown_client_changes_nothing(tmp_path: Path, client: str, message: str) -> None:
+    path = commented_server(tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        remove_client(path, client)
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith(f"{path}: ")
+    assert snapshot(tmp_path) == before
+
+
+def test_remove_client_refuses_broken_and_client_files(tmp_path: Path) -> None:
+    path = commented_server(tmp_path)
+    add_client(path, tmp_path / "c.toml")
+    with pytest.raises(ConfigFileError, match="this is a client configuration"):
+        remove_client(tmp_path / "c.toml", "1")
+    path.write_text(path.read_text().replace("listen =", "lisen ="))
+    before = snapshot(tmp_path)
+    with pytest.raises(ConfigFileError, match=r"server\.lisen: unknown key"):
+        remove_client(path, "one")
+    assert snapshot(tmp_path) == before
+
+
+def test_remove_client_failure_while_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = commented_server(tmp_path)
+    before = snapshot(tmp_path)
+    real_install = StagedWrites._install
+
+    def failing_install(self: StagedWrites, staged: object) -> None:
+        if getattr(staged, "path") == path:  # noqa: B009
+            raise OSError(5, "Input/output error")
+        real_install(self, staged)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(StagedWrites, "_install", failing_install)
+    with pytest.raises(OSError, match="Input/output"):
+        remove_client(path, "two")
+    monkeypatch.undo()
+    assert snapshot(tmp_path) == before
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(order=st.permutations([1, 2, 3]), count=st.integers(1, 3), adds=st.integers(0, 2))
+def test_edits_in_any_order_keep_the_file_and_its_comments(
+    tmp_path_factory: pytest.TempPathFactory, order: list[int], count: int, adds: int
+) -> None:
+    tmp_path = tmp_path_factory.mktemp("edits")
+    path = commented_server(tmp_path)
+    original = comments(path.read_text())
+    removed = order[:count]
+    for vaddr in removed:
+        remove_client(path, str(vaddr))
+    for i in range(adds):
+        add_client(path, tmp_path / f"new{i}.toml", name=f"new{i}")
+    text = path.read_text()
+    assert comments(text) == [c for c in original if not any(c in INSIDE[v] for v in removed)]
+    data = tomllib.loads(text)
+    kept = [v for v in (1, 2, 3) if v not in removed]
+    names = ["one", "two", "three"]
+    assert [p["name"] for p in data.get("peer", [])] == [names[v - 1] for v in kept] + [
+        f"new{i}" for i in range(adds)
+    ]
+    assert data["timers"] == {"idle_expiry": 9.5}
+    assert "\n\n\n" not in text
+    assert check_config(path) == []
+
+
+SPLIT = "[timers]\nidle_expiry = 1.0\n\n[[peer]]"
+TIMERS = "# the timers, tuned\n[timers]\nidle_expiry = 9.5  # why not\n"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # [[peer]] tables split by another table: tomlkit would move [timers]
+        (lambda text: text.replace("# before peer 2\n[[peer]]", SPLIT).replace(TIMERS, ""),
+         "cannot be edited without moving its tables (are the [[peer]] tables split by "
+         "another table?): put them one after the other"),
+        (lambda text: 'peer = [{vaddr = 1, public_key = "c0.pub"}]\n'
+         + text.split("# before peer 1")[0],
+         "peer: only [[peer]] tables can be edited, not an inline array"),
+    ],
+)  # fmt: skip
+def test_files_tomlkit_cannot_edit_in_place_are_refused(
+    tmp_path: Path, edit: Any, message: str
+) -> None:
+    path = commented_server(tmp_path)
+    (tmp_path / "c0.pub").write_bytes(PrivateKey.generate().public_key.to_pem())
+    path.write_text(edit(path.read_text()))
+    assert check_config(path) == []
+    before = snapshot(tmp_path)
+    for change in (lambda: add_client(path, tmp_path / "new.toml"),
+                   lambda: remove_client(path, "1")):  # fmt: skip
+        with pytest.raises(ConfigError) as info:
+            change()
+        assert str(info.value) == f"{path}: {message}"
+        assert snapshot(tmp_path) == before
+
+
+def test_edits_of_the_commented_example_keep_its_comments(tmp_path: Path) -> None:
+    examples = Path(__file__).resolve().parents[1] / "contrib" / "examples"
+    path = tmp_path / "server.toml"
+    shutil.copy(examples / "server.toml", path)
+    for name in ("server", "laptop"):
+        (tmp_path / f"{name}.key").write_bytes(PrivateKey.generate().to_pem())
+        (tmp_path / f"{name}.key").chmod(0o600)
+    (tmp_path / "laptop.pub").write_bytes(PrivateKey.generate().public_key.to_pem())
+    before = path.read_text()
+    add_client(path, tmp_path / "phone.toml", name="phone")
+    remove_client(path, "office-router")
+    text = path.read_text()
+    inside_router = {"Networks behind this client: the server routes them to it, and accepts",
+                     "packets from them."}  # fmt: skip
+    assert comments(text) == [c for c in comments(before) if c not in inside_router]
+    server = load_server_config(path)
+    assert [p.name for p in server.peers] == ["laptop", "old-sensor", "phone"]
+    assert text.startswith(before.split("[[peer]]")[0])

@@ -9,16 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomlkit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trio_sudp.config import ConfigFileError, load_config, parse_config
-from trio_sudp.config.errors import Issues
-from trio_sudp.config.toml_format import toml_string
+from trio_sudp.config.schema import Issues
 from trio_sudp.protocol.crypto import PrivateKey
 from vectors import VECTORS_DIR
 
 KEY = PrivateKey.generate()
+
+
+def toml_string(text: str) -> str:
+    return tomlkit.string(text).as_string()
+
+
 PEMS = [KEY.to_pem().decode(), KEY.public_key.to_pem().decode()]
 VECTORS = VECTORS_DIR / "tunelo"
 
@@ -27,7 +33,8 @@ TOML_WORDS = [
     "private_key_pem", "public_key", "public_key_pem", "version", "mtu", "interface",
     "control_socket", "handshake_rate", "name", "vaddr", "shared_key", "routes",
     "full_tunnel", "keepalive_interval", "rekey_interval", "handshake_retries",
-    "handshake_timeout", "idle_expiry", "reconnect", "replay_window",
+    "handshake_timeout", "idle_expiry", "reconnect", "replay_window", "forward",
+    "masquerade", "dns", "dns_search", "pre_up", "post_up", "pre_down", "post_down", "metrics",
 ]  # fmt: skip
 JSON_WORDS = [
     "utun_vaddr", "utun_peer", "mappings", "sudp", "attributes", "local", "peers", "server",
@@ -37,6 +44,7 @@ JSON_WORDS = [
 TEXTS = [
     "0.0.0.0:7000", "[::]:7000", "10.0.0.1/24", "10.0.0.2", "fd00::1/64", "h.example:1",
     "string", "file", "server.key", "", "192.168.0.0/16", "sudp%d", "x" * 70, *PEMS,
+    "eth0", "127.0.0.1:9586", "corp.example", "echo %i",
 ]  # fmt: skip
 
 scalars = st.one_of(

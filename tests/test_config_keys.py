@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from trio_sudp.config.files import StagedWrites, atomic_write
-from trio_sudp.config.keys import (
+from trio_sudp.config.storage import (
     SHARED_KEY_ALPHABET,
+    StagedWrites,
+    atomic_write,
     generate_shared_key,
     read_private_key,
     read_public_key,

@@ -334,3 +334,60 @@ def test_ipv6_inside_and_outside_the_tunnel(tmp_path: Path) -> None:
         tcp_transfer(topo, tmp_path, receiver=1, sender=0, address="fd00:5d::2", mb=20)
         device = show(tmp_path / "client.sock")["device"]
         assert device["offload"] is True and device["tx_gso_writes"] > 0
+
+
+def test_remove_client_and_reload_ends_its_session_only(tmp_path: Path) -> None:
+    """config remove-client + reload: the client's session ends, the other keeps pinging,
+    and the comments of the server file survive the edit."""
+    require_netns()
+    with netns_topology(3) as topo:
+        made = _cli("config", "init-server", "-c", "server.toml", "--endpoint",
+                    f"{topo[0].addr4(1)}:7000", "--control-socket", str(tmp_path / "server.sock"),
+                    cwd=tmp_path)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        for index, name in enumerate(("one", "two"), 1):
+            made = _cli("config", "add-client", "-c", "server.toml", "-o", f"{name}.toml",
+                        "--name", name, "--endpoint", f"{topo[0].addr4(index)}:7000",
+                        "--control-socket", str(tmp_path / f"{name}.sock"),
+                        cwd=tmp_path)  # fmt: skip
+            assert made.returncode == 0, made.stderr
+        server_file = tmp_path / "server.toml"
+        text = server_file.read_text().replace("[server]", "# operator's note\n[server]", 1)
+        text = text.replace('name = "two"', 'name = "two"  # the second laptop', 1)
+        server_file.write_text(text + "# end of the file\n")
+        configs = Configs(
+            server_file,
+            [tmp_path / "one.toml", tmp_path / "two.toml"],
+            tmp_path / "server.sock",
+            [tmp_path / "one.sock", tmp_path / "two.sock"],
+        )
+        start_server(topo, configs, tmp_path)
+        start_client(topo, configs, tmp_path, 1, node=1)
+        start_client(topo, configs, tmp_path, 2, node=2)
+        assert ping(topo[1], "10.0.0.1")
+        assert ping(topo[2], "10.0.0.1")
+        two = show(configs.server_socket)["peers"][1]
+
+        pinger = topo.spawn(
+            2,
+            ["ping", "-n", "-q", "-c", "60", "-i", "0.05", "-W", "1", "10.0.0.1"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        removed = _cli("config", "remove-client", "-c", "server.toml", "one", cwd=tmp_path)
+        assert removed.returncode == 0, removed.stderr
+        reloaded = _cli("reload", "--socket", str(configs.server_socket), cwd=tmp_path)
+        assert reloaded.returncode == 0, reloaded.stderr
+        assert reloaded.stdout.strip() == "reloaded: added -; removed 1; changed -"
+        out, _ = pinger.communicate(timeout=30)
+        assert " 0% packet loss" in out, out
+
+        peers = show(configs.server_socket)["peers"]
+        assert [p["vaddr"] for p in peers] == [2]
+        assert peers[0]["handshakes"] == two["handshakes"]
+        assert not ping(topo[1], "10.0.0.1", count=2)
+        assert ping(topo[2], "10.0.0.1")
+        text = server_file.read_text()
+        for comment in ("# operator's note", "# the second laptop", "# end of the file"):
+            assert comment in text
+        assert 'name = "one"' not in text

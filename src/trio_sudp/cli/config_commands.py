@@ -1,5 +1,5 @@
 """CLI commands for keys and configuration: ``genkey``, ``pubkey``, ``check`` and
-``config init-server`` / ``config add-client``.
+``config init-server`` / ``add-client`` / ``remove-client`` / ``list``.
 
 :func:`register` mounts them on the main ``trio-sudp`` app. Every failure prints
 one line on stderr and exits with status 2; nothing prints a traceback.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -18,10 +19,16 @@ from typing import Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 
-from ..config.edit import DEFAULT_LISTEN, DEFAULT_NETWORK, add_client, init_server
-from ..config.keys import PRIVATE_KEY_MODE, write_private_key, write_public_key
-from ..config.load import ConfigReport, inspect_config
-from ..config.model import ClientConfig, ServerConfig
+from ..config.edit import (
+    DEFAULT_LISTEN,
+    DEFAULT_NETWORK,
+    add_client,
+    init_server,
+    remove_client,
+)
+from ..config.load import ConfigReport, inspect_config, load_server_config
+from ..config.model import MASQUERADE_DEFAULT_ROUTE, ClientConfig, PeerConfig, ServerConfig
+from ..config.storage import PRIVATE_KEY_MODE, write_private_key, write_public_key
 from ..protocol.crypto import PrivateKey
 from ..protocol.errors import ConfigError
 
@@ -32,6 +39,8 @@ R = TypeVar("R")
 
 #: Exit status for bad input, bad files and failed checks.
 EXIT_BAD_INPUT = 2
+#: ``--masquerade`` for the interface of the default route (``masquerade = true``).
+DEFAULT_ROUTE = "default-route"
 
 
 #: ``--config`` / ``-c`` of the commands that read one configuration file.
@@ -158,15 +167,22 @@ def _summary(report: ConfigReport) -> str:
         if versions:
             clients += f" ({versions})"
         tunnel = ", ".join(str(a) for a in config.addresses)
+        if config.masquerade == MASQUERADE_DEFAULT_ROUTE:
+            clients += ", forward, masquerade via the default route"
+        elif config.masquerade is not None:
+            clients += f", forward, masquerade via {config.masquerade}"
+        elif config.forward:
+            clients += ", forward"
         return (
             f"{name}: OK: server ({config.format}), listen {host}:{port}, tunnel {tunnel}, "
             f"MTU {config.tunnel_mtu}, {clients}, key {config.public_key.fingerprint()}"
         )
     assert isinstance(config, ClientConfig)
     tunnel = ", ".join(str(a) for a in config.addresses)
+    dns = f"DNS {', '.join(str(a) for a in config.dns)}, " if config.dns else ""
     return (
         f"{name}: OK: client {config.vaddr} ({config.format}), tunnel {tunnel}, server "
-        f"{config.endpoint} (v{int(config.version)}), MTU {config.tunnel_mtu}, "
+        f"{config.endpoint} (v{int(config.version)}), MTU {config.tunnel_mtu}, {dns}"
         f"key {config.public_key.fingerprint()}"
     )
 
@@ -201,7 +217,7 @@ def check(
 
 config_app = typer.Typer(
     name="config",
-    help="Create configurations: a server, then one file per client.",
+    help="Create and edit configurations: a server, then one file per client.",
     no_args_is_help=True,
 )
 
@@ -274,11 +290,22 @@ def init_server_command(
             show_default=False,
         ),
     ] = None,
+    masquerade: Annotated[
+        str | None,
+        typer.Option(
+            "--masquerade",
+            metavar="IFNAME",
+            help="Forward the clients' traffic to the host's other networks and NAT it "
+            f"behind this interface ('{DEFAULT_ROUTE}': the one of the default route).",
+            show_default=False,
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,
 ) -> None:
     """Create a server: a new private key (mode 0600) and a configuration with no clients.
 
     Example: trio-sudp config init-server -c server.toml --endpoint vpn.example.com:7000
+    --masquerade default-route
     """
     path = config or Path("server.json" if fmt == Format.tunelo else "server.toml")
     result = init_server(
@@ -292,6 +319,7 @@ def init_server_command(
         mtu=mtu,
         interface=interface,
         control_socket=control_socket,
+        masquerade=MASQUERADE_DEFAULT_ROUTE if masquerade == DEFAULT_ROUTE else masquerade,
         force=force,
     )
     if result.key_path is not None:
@@ -381,6 +409,15 @@ def add_client_command(
         bool,
         typer.Option("--full-tunnel", help="The client sends all its traffic through the tunnel."),
     ] = False,
+    dns: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dns",
+            metavar="IP",
+            help="A DNS server for the client to use while connected (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
     control_socket: Annotated[
         Path | None,
         typer.Option(
@@ -410,6 +447,7 @@ def add_client_command(
         addresses=address or (),
         routes=route or (),
         full_tunnel=full_tunnel,
+        dns=dns or (),
         control_socket=control_socket,
         force=force,
     )
@@ -418,6 +456,92 @@ def add_client_command(
     typer.echo(f"added {peer.label} at {addresses} (SUDP v{int(peer.version)}) to {config}")
     typer.echo(f"wrote {out} (client, {result.client.format}, mode 0600): copy it to the client")
     typer.echo(f"a running server picks it up with: trio-sudp reload -c {config}")
+
+
+@config_app.command("remove-client")
+@_one_line_errors
+def remove_client_command(
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config",
+            "-c",
+            help="The server configuration to remove the client from.",
+            show_default=False,
+        ),
+    ],
+    client: Annotated[
+        str,
+        typer.Argument(help="The client's name, or its virtual address.", show_default=False),
+    ],
+) -> None:
+    """Remove a client from a server configuration (its comments and the rest stay).
+
+    In tunelo's server.json its mappings go too. The file is replaced atomically;
+    a running server drops the client on 'trio-sudp reload'.
+
+    Example: trio-sudp config remove-client -c server.toml laptop
+    """
+    result = remove_client(config, client)
+    typer.echo(f"removed {result.peer.label} from {config}")
+    typer.echo(f"a running server drops it with: trio-sudp reload -c {config}")
+
+
+def _client_record(peer: PeerConfig) -> dict[str, object]:
+    return {
+        "name": peer.name,
+        "vaddr": peer.vaddr,
+        "addresses": [str(a) for a in peer.addresses],
+        "routes": [str(r) for r in peer.routes],
+        "version": int(peer.version),
+        "fingerprint": peer.public_key.fingerprint(),
+    }
+
+
+def _client_lines(peers: tuple[PeerConfig, ...]) -> list[str]:
+    """One line per client, in aligned columns."""
+    rows = []
+    for peer in peers:
+        tunnel = ", ".join(str(a) for a in peer.addresses) or "-"
+        if peer.routes:
+            tunnel += " routes " + ", ".join(str(r) for r in peer.routes)
+        rows.append(
+            (
+                peer.name or "-",
+                f"vaddr {peer.vaddr}",
+                tunnel,
+                f"v{int(peer.version)}",
+                f"key {peer.public_key.fingerprint()}",
+            )
+        )
+    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+
+
+@config_app.command("list")
+@_one_line_errors
+def list_command(
+    config: Annotated[
+        Path,
+        typer.Option("--config", "-c", help="The server configuration.", show_default=False),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """List a server's clients: name, virtual address, tunnel addresses (and routes),
+    SUDP version and public-key fingerprint, one line each.
+
+    Example: trio-sudp config list -c server.toml
+    """
+    server = load_server_config(config)
+    if as_json:
+        typer.echo(json.dumps([_client_record(p) for p in server.peers], indent=2))
+        return
+    for line in _client_lines(server.peers):
+        typer.echo(line)
+    if not server.peers:
+        typer.echo(f"{config}: no clients (add one with: trio-sudp config add-client)", err=True)
 
 
 _GENKEY_EPILOG = """\

@@ -12,14 +12,13 @@ See ``docs/configuration.md`` for the file formats.
 
 from __future__ import annotations
 
-from .edit import AddClientResult, InitServerResult, add_client, init_server
-from .errors import ConfigFileError, Issue
-from .keys import (
-    generate_shared_key,
-    read_private_key,
-    read_public_key,
-    write_private_key,
-    write_public_key,
+from .edit import (
+    AddClientResult,
+    InitServerResult,
+    RemoveClientResult,
+    add_client,
+    init_server,
+    remove_client,
 )
 from .load import (
     ConfigReport,
@@ -30,17 +29,35 @@ from .load import (
     load_server_config,
     parse_config,
 )
-from .model import ClientConfig, ConfigFormat, PeerConfig, ServerConfig
+from .model import (
+    MASQUERADE_DEFAULT_ROUTE,
+    ClientConfig,
+    ConfigFormat,
+    Hooks,
+    PeerConfig,
+    ServerConfig,
+)
+from .schema import ConfigFileError, Issue
+from .storage import (
+    generate_shared_key,
+    read_private_key,
+    read_public_key,
+    write_private_key,
+    write_public_key,
+)
 
 __all__ = [
+    "MASQUERADE_DEFAULT_ROUTE",
     "AddClientResult",
     "ClientConfig",
     "ConfigFileError",
     "ConfigFormat",
     "ConfigReport",
+    "Hooks",
     "InitServerResult",
     "Issue",
     "PeerConfig",
+    "RemoveClientResult",
     "ServerConfig",
     "add_client",
     "check_config",
@@ -53,6 +70,7 @@ __all__ = [
     "parse_config",
     "read_private_key",
     "read_public_key",
+    "remove_client",
     "write_private_key",
     "write_public_key",
 ]

@@ -1,10 +1,13 @@
-"""Creating configurations: ``config init-server`` and ``config add-client``.
+"""Creating and editing configurations: ``config init-server``, ``add-client`` and
+``remove-client``.
 
-Both validate everything first, including the files they are about to write
+Each validates everything first, including the files it is about to write
 (parsed from memory exactly as :func:`~.load.load_config` will read them), then
-write every file to a temporary file and rename them into place at the end: on
-any error nothing is written or half-changed. Concurrent ``add-client`` runs on
-the same directory are serialised with a lock.
+writes every file to a temporary file and renames them into place at the end: on
+any error nothing is written or half-changed. Edits of a server file go through
+its parsed document (tomlkit for TOML, json for tunelo), so that its comments,
+order and formatting survive. Concurrent edits of the same directory are
+serialised with a lock.
 
 add-client gives the new client the lowest free virtual address (1, 2, …, as
 tunelo's tool does), the next free address of each tunnel network, a fresh
@@ -19,30 +22,21 @@ import ipaddress
 import json
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import attrs
+import tomlkit
 
 from ..protocol.constants import MAX_CLIENT_VADDR, SERVER_VADDR, Version
 from ..protocol.crypto import PrivateKey
 from ..protocol.errors import ConfigError
 from ..protocol.peers import Peer
-from . import toml_format, tunelo
-from .errors import ConfigFileError, Issues
-from .fields import (
-    parse_address,
-    parse_client_vaddr,
-    parse_endpoint,
-    parse_interface,
-    parse_listen,
-    parse_prefix,
-)
-from .files import StagedWrites, locked_directory
-from .keys import PRIVATE_KEY_MODE, generate_shared_key
+from . import toml, tunelo
 from .load import inspect_config, parse_config
 from .model import (
+    MASQUERADE_DEFAULT_ROUTE,
     ClientConfig,
     ConfigFormat,
     IPAddress,
@@ -50,17 +44,32 @@ from .model import (
     IPNetwork,
     PeerConfig,
     ServerConfig,
+    parse_address,
+    parse_client_vaddr,
+    parse_dns_server,
+    parse_egress_interface,
+    parse_endpoint,
+    parse_interface,
+    parse_listen,
+    parse_prefix,
 )
+from .schema import ConfigFileError, Issues
+from .storage import PRIVATE_KEY_MODE, StagedWrites, generate_shared_key, locked_directory
 
 __all__ = [
     "DEFAULT_LISTEN",
     "DEFAULT_NETWORK",
     "AddClientResult",
     "InitServerResult",
+    "RemoveClientResult",
     "add_client",
+    "find_client",
     "init_server",
+    "remove_client",
     "server_interface",
 ]
+
+T = TypeVar("T")
 
 DEFAULT_LISTEN = "0.0.0.0:7000"
 #: tunelo's default tunnel network, the server taking the first address.
@@ -130,6 +139,14 @@ def _validate(
     return config
 
 
+def _option(name: str, parse: Callable[[str], T], text: str) -> T:
+    """``parse(text)``, its problem prefixed with the option's name."""
+    try:
+        return parse(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
 def _absolute(path: str | os.PathLike[str] | None) -> Path | None:
     return None if path is None else Path(os.path.abspath(path))
 
@@ -152,6 +169,7 @@ def init_server(
     mtu: int | None = None,
     interface: str | None = None,
     control_socket: str | os.PathLike[str] | None = None,
+    masquerade: str | None = None,
     force: bool = False,
 ) -> InitServerResult:
     """Create a server: a fresh private key and a configuration without clients.
@@ -161,7 +179,9 @@ def init_server(
     ``format="tunelo"`` writes tunelo's server.json with the key inline (as
     tunelo's tool does) unless ``key_path`` is given; it needs ``endpoint`` (the
     public ``ip:port`` tunelo hands to clients) and SUDP v3. A relative
-    ``control_socket`` is made absolute (from the current directory). Existing files are
+    ``control_socket`` is made absolute (from the current directory). ``masquerade``
+    (an interface name, or :data:`~.model.MASQUERADE_DEFAULT_ROUTE`) makes the
+    server forward and NAT its clients' traffic. Existing files are
     only replaced with ``force``. Raises ``ConfigError`` and writes nothing on
     any problem.
     """
@@ -191,6 +211,9 @@ def init_server(
         if target is not None and not force and os.path.lexists(target):
             raise ConfigError(f"{target}: already exists (use --force to replace it)")
 
+    if masquerade is not None and masquerade != MASQUERADE_DEFAULT_ROUTE:
+        _option("--masquerade", parse_egress_interface, masquerade)
+
     key = PrivateKey.generate()
     config = ServerConfig(
         source=path,
@@ -203,10 +226,12 @@ def init_server(
         control_socket=_absolute(control_socket),
         endpoint=endpoint,
         default_version=default_version,
+        forward=masquerade is not None,
+        masquerade=masquerade,
     )
     if fmt == "toml":
         reference = _key_reference(key_file, path) if key_file is not None else None
-        text = toml_format.render_server(config, private_key_file=reference)
+        text = toml.render_server(config, private_key_file=reference)
     else:
         doc = tunelo.server_document(config)
         if key_file is not None:
@@ -327,24 +352,45 @@ def _client_endpoint(server: ServerConfig, endpoint: str | None) -> str:
     return endpoint
 
 
-def _server_text_with(server: ServerConfig, raw: bytes, peer: PeerConfig) -> str:
-    """The server file with ``peer`` added, everything else kept as it was."""
+def _edit_server(
+    server: ServerConfig, raw: bytes, *, add: PeerConfig | None = None, remove: int | None = None
+) -> str:
+    """The server file with a peer added or removed, everything else kept as it was."""
     text = raw.decode("utf-8").removeprefix("\ufeff")
     if server.format == "toml":
-        if text and not text.endswith("\n"):
-            text += "\n"
-        return text + "\n" + toml_format.render_peer(peer)
-    doc: dict[str, Any] = json.loads(text)
-    mappings = doc.setdefault("mappings", {})
-    if mappings is None:
-        mappings = doc["mappings"] = {}
-    for address in peer.addresses:
-        mappings[str(address)] = peer.vaddr
-    sudp = doc["sudp"]
-    if not isinstance(sudp.get("peers"), list):
-        sudp["peers"] = []
-    sudp["peers"].append(tunelo.peer_entry(peer))
-    return tunelo.render_document(doc)
+        try:
+            doc = toml.document_to_edit(text)
+            if add is not None:
+                toml.add_peer(doc, toml.render_peer(add))
+            if remove is not None:
+                index = toml.peer_index(doc, remove)
+                assert index is not None
+                toml.remove_peer(doc, index)
+        except ConfigError as exc:
+            raise ConfigError(f"{server.source}: {exc}") from None
+        return tomlkit.dumps(doc)
+    parsed = json.loads(text)
+    if add is not None:
+        tunelo.add_peer(parsed, add)
+    if remove is not None:
+        tunelo.remove_peer(parsed, remove)
+    return tunelo.render_document(parsed)
+
+
+def _read_server(server_path: Path) -> tuple[ServerConfig, bytes, int]:
+    """The server configuration (refused if it has a problem), its bytes and its mode."""
+    report = inspect_config(server_path)
+    if report.errors:
+        raise ConfigFileError.from_issue(report.errors[0])
+    server = report.config
+    if not isinstance(server, ServerConfig):
+        raise ConfigFileError(server_path, None, "this is a client configuration")
+    try:
+        raw = server_path.read_bytes()
+        mode = stat.S_IMODE(os.stat(server_path).st_mode)
+    except OSError as exc:
+        raise ConfigFileError(server_path, None, f"cannot read ({exc.strerror})") from None
+    return server, raw, mode
 
 
 def add_client(
@@ -359,6 +405,7 @@ def add_client(
     addresses: Sequence[str] = (),
     routes: Sequence[str] = (),
     full_tunnel: bool = False,
+    dns: Sequence[str] = (),
     control_socket: str | os.PathLike[str] | None = None,
     force: bool = False,
 ) -> AddClientResult:
@@ -368,7 +415,8 @@ def add_client(
     server's default version. ``endpoint`` (``host:port`` the client connects to)
     defaults to the server config's. ``addresses`` picks the client's tunnel
     address (per family) instead of the next free one; ``routes`` are prefixes
-    behind the client; ``control_socket`` goes into the client's file. The client
+    behind the client; ``dns`` (resolver addresses) and ``control_socket`` go into
+    the client's file. The client
     file is only replaced with ``force``. Raises
     ``ConfigError`` (or ``ConfigFileError`` for a broken server file) and changes
     nothing on any problem.
@@ -380,18 +428,7 @@ def add_client(
     if not force and os.path.lexists(client_path):
         raise ConfigError(f"{client_path}: already exists (use --force to replace it)")
     with locked_directory(server_path.parent):
-        report = inspect_config(server_path)
-        if report.errors:
-            raise ConfigFileError.from_issue(report.errors[0])
-        server = report.config
-        if not isinstance(server, ServerConfig):
-            raise ConfigFileError(server_path, None, "this is a client configuration")
-        try:
-            raw = server_path.read_bytes()
-            server_mode = stat.S_IMODE(os.stat(server_path).st_mode)
-        except OSError as exc:
-            raise ConfigFileError(server_path, None, f"cannot read ({exc.strerror})") from None
-
+        server, raw, server_mode = _read_server(server_path)
         client_format = _format(format) if format is not None else server.format
         peer_version = server.default_version if version is None else _version(version)
         if peer_version != Version.V3 and "tunelo" in (server.format, client_format):
@@ -410,6 +447,7 @@ def add_client(
         new_vaddr = _pick_vaddr(server, vaddr)
         client_addresses, client_interfaces = _pick_addresses(server, addresses)
         peer_routes = tuple(parse_prefix(r) for r in routes)
+        resolvers = tuple(_option("--dns", parse_dns_server, text) for text in dns)
         client_endpoint = _client_endpoint(server, endpoint)
 
         key = PrivateKey.generate()
@@ -434,12 +472,13 @@ def add_client(
             mtu=server.mtu,
             control_socket=_absolute(control_socket),
             full_tunnel=full_tunnel,
+            dns=resolvers,
         )
         if client_format == "toml":
-            client_text = toml_format.render_client(client)
+            client_text = toml.render_client(client)
         else:
             client_text = tunelo.render_client(client)
-        server_text = _server_text_with(server, raw, peer)
+        server_text = _edit_server(server, raw, add=peer)
 
         new_server = _validate(server_text, server_path, file_mode=server_mode)
         new_client = _validate(client_text, client_path, file_mode=CONFIG_MODE)
@@ -452,3 +491,52 @@ def add_client(
             staged.add(client_path, client_text.encode(), mode=CONFIG_MODE, overwrite=force)
             staged.add(server_path, server_text.encode(), mode=None, overwrite=True)
     return AddClientResult(server_path, client_path, new_server, new_client, added)
+
+
+# -- remove-client -----------------------------------------------------------------
+
+
+@attrs.frozen
+class RemoveClientResult:
+    server_path: Path
+    #: The server configuration as now written (without the client).
+    server: ServerConfig
+    #: The client that was removed.
+    peer: PeerConfig
+
+
+def find_client(server: ServerConfig, client: str) -> PeerConfig:
+    """The client named ``client``, or with virtual address ``client``."""
+    by_name = next((p for p in server.peers if p.name == client), None)
+    if by_name is not None:
+        return by_name
+    if client.isdigit():
+        by_vaddr = server.peer(int(client))
+        if by_vaddr is not None:
+            return by_vaddr
+    source = server.source or "the server configuration"
+    what = f"virtual address {client}" if client.isdigit() else f"name {client!r}"
+    raise ConfigError(f"{source}: no client has {what} (see: trio-sudp config list -c {source})")
+
+
+def remove_client(server_config: str | os.PathLike[str], client: str) -> RemoveClientResult:
+    """Remove a client (by name or virtual address) from a server configuration.
+
+    The peer's table (and, in tunelo's format, its ``mappings`` entries) goes;
+    everything else in the file, comments included, stays. The file is replaced
+    atomically; a running server applies it on ``trio-sudp reload``. Raises
+    ``ConfigError`` and changes nothing on any problem.
+    """
+    server_path = Path(server_config)
+    with locked_directory(server_path.parent):
+        server, raw, server_mode = _read_server(server_path)
+        peer = find_client(server, client)
+        server_text = _edit_server(server, raw, remove=peer.vaddr)
+        new_server = _validate(server_text, server_path, file_mode=server_mode)
+        assert isinstance(new_server, ServerConfig)
+        if new_server.peers != tuple(p for p in server.peers if p.vaddr != peer.vaddr):
+            msg = f"{server_path}: the edited file did not read back"  # pragma: no cover
+            raise ConfigError(msg)  # pragma: no cover
+        with StagedWrites() as staged:
+            staged.add(server_path, server_text.encode(), mode=None, overwrite=True)
+    return RemoveClientResult(server_path, new_server, peer)

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import tomlkit
+import tomlkit.exceptions
 
 from ..protocol.errors import ConfigError
-from . import toml_format, tunelo
-from .context import ParseContext
-from .errors import ConfigFileError, Issue, Issues
-from .files import MAX_FILE_SIZE, read_limited
+from . import toml, tunelo
 from .model import ClientConfig, ConfigFormat, ServerConfig
+from .schema import ConfigFileError, Issue, Issues, ParseContext
+from .storage import MAX_FILE_SIZE, read_limited
 
 __all__ = [
     "ConfigReport",
@@ -77,21 +78,20 @@ def _json_error(exc: json.JSONDecodeError) -> str:
     return f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
 
 
-def _toml_error(exc: tomllib.TOMLDecodeError) -> str:
-    return f"not valid TOML: {exc}"
-
-
 def _parse_document(text: str, fmt: ConfigFormat, issues: Issues) -> dict[str, Any] | None:
     try:
         if fmt == "tunelo":
             doc = json.loads(text, parse_constant=_no_constant)
         else:
-            doc = tomllib.loads(text)
+            # The standard library's parser is the strict one, and its messages name
+            # the line and column; tomlkit, which edits the file, reads its values.
+            tomllib.loads(text)
+            doc = tomlkit.parse(text).unwrap()
     except json.JSONDecodeError as exc:
         issues.error(None, _json_error(exc))
         return None
-    except tomllib.TOMLDecodeError as exc:
-        issues.error(None, _toml_error(exc))
+    except (tomllib.TOMLDecodeError, tomlkit.exceptions.TOMLKitError) as exc:
+        issues.error(None, f"not valid TOML: {exc}")
         return None
     except (ValueError, RecursionError) as exc:
         issues.error(None, f"cannot be parsed ({exc})")
@@ -129,7 +129,7 @@ def parse_config(
     doc = _parse_document(text, fmt, issues)
     if doc is None:
         return None
-    ctx = ParseContext(path, issues, format=fmt, file_mode=file_mode, pending=pending)
+    ctx = ParseContext(path, issues, strict=fmt == "toml", file_mode=file_mode, pending=pending)
     errors_before = len(issues.errors)
     try:
         if fmt == "tunelo":
@@ -137,9 +137,9 @@ def parse_config(
                 return tunelo.parse_client_document(doc, ctx)
             return tunelo.parse_server_document(doc, ctx)
         if "client" in doc:
-            return toml_format.parse_client_document(doc, ctx)
+            return toml.parse_client_document(doc, ctx)
         if "server" in doc:
-            return toml_format.parse_server_document(doc, ctx)
+            return toml.parse_server_document(doc, ctx)
         issues.error(
             None,
             "has neither a [server] nor a [client] table: not a trio-sudp configuration "

@@ -5,14 +5,17 @@ tunelo always speaks SUDP v3. Keys are inline PEM (``"key_type": "string"``) or 
 PEM file (``"key_type": "file"``, also when ``key_type`` is absent); a relative
 key path is taken relative to the JSON file's directory (tunelo itself opens it
 relative to its working directory: write absolute paths in files shared with
-tunelo). Keys tunelo does not know are warned about, not refused: Go ignores them.
+tunelo). Keys tunelo does not know are warned about, not refused: Go ignores them,
+and ``null`` is taken as absent (Go's zero value). Files are edited as parsed JSON
+documents and written back in tunelo's own layout.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any
+
+import attrs
 
 from ..protocol.constants import SERVER_VADDR, Version
 from ..protocol.crypto import PrivateKey, PublicKey
@@ -20,36 +23,48 @@ from ..protocol.errors import ConfigError
 from ..protocol.peers import Peer
 from ..protocol.settings import SessionSettings
 from ..runtime.udp import parse_host_port
-from .context import ParseContext
-from .fields import (
-    Table,
+from .model import (
+    ClientConfig,
+    IPAddress,
+    IPInterface,
+    PeerConfig,
+    PeerFields,
+    ServerConfig,
+    ServerFields,
+    check_client,
+    check_server,
     parse_address,
     parse_client_vaddr,
     parse_endpoint,
     parse_interface,
     parse_listen,
+    parse_shared_key,
 )
-from .model import (
-    DEFAULT_HANDSHAKE_RATE,
-    ClientConfig,
-    IPAddress,
-    PeerConfig,
-    ServerConfig,
+from .schema import (
+    Integer,
+    ItemErrors,
+    ParseContext,
+    Text,
+    Value,
+    child,
+    integer_value,
+    structure,
+    text_value,
+    type_name,
 )
-from .validate import PeerFields, ServerFields, check_client, check_server
 
 __all__ = [
+    "add_peer",
     "is_tunelo_client",
     "parse_client_document",
     "parse_server_document",
     "peer_entry",
+    "remove_peer",
     "render_client",
     "render_document",
     "render_server",
     "server_document",
 ]
-
-_K = TypeVar("_K", PrivateKey, PublicKey)
 
 
 def is_tunelo_client(doc: dict[str, Any]) -> bool:
@@ -63,187 +78,245 @@ def is_tunelo_client(doc: dict[str, Any]) -> bool:
     return "utun_peer" in doc and "mappings" not in doc
 
 
-def _key_type(table: Table) -> str | None:
-    """``"string"`` or ``"file"`` (the default); ``None`` when invalid."""
-    value = table.raw("key_type")
-    if value is None or value == "":
+# -- values --------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _KeyText:
+    """A key's raw text with its table's raw ``key_type`` (see :func:`_with_key_type`)."""
+
+    key_type: object
+    text: object
+
+
+def _key_kind(key_type: object) -> str | None:
+    """``"string"`` or ``"file"`` (the default, also for ``""``); ``None`` when invalid."""
+    if key_type is None or key_type == "":
         return "file"
-    if value in ("string", "file"):
-        return str(value)
-    table.error("key_type", f'must be "string" (inline PEM) or "file", not {value!r}')
-    return None
+    return str(key_type) if key_type in ("string", "file") else None
 
 
-def _looks_inline(table: Table, key: str, text: str) -> bool:
-    if "-----BEGIN" in text:
-        table.error(key, 'is PEM text, but key_type says a file name: set "key_type": "string"')
-        return True
-    return False
+@attrs.frozen
+class _KeyType(Value):
+    def structure(self, value: object, ctx: ParseContext) -> str:
+        kind = _key_kind(value)
+        if kind is None:
+            raise ConfigError(f'must be "string" (inline PEM) or "file", not {value!r}')
+        return kind
 
 
-def _private_key(table: Table, ctx: ParseContext) -> PrivateKey | None:
-    return _key(table, "private_key", ctx.private_key_inline, ctx.private_key_file, required=True)
+@attrs.frozen
+class _Key(Value):
+    """A key given, per its table's ``key_type``, as PEM text or as a file path."""
+
+    private: bool
+    #: Where a readable-by-others warning goes (the one private key of the file).
+    field: str = ""
+
+    def structure(self, value: object, ctx: ParseContext) -> PrivateKey | PublicKey | None:
+        assert isinstance(value, _KeyText)
+        text = text_value(value.text)
+        kind = _key_kind(value.key_type)
+        if kind is None:
+            return None  # key_type itself is reported
+        if kind == "string":
+            if not self.private:
+                return ctx.public_key_pem(text)
+            key = ctx.private_key_pem(text)
+            problem = ctx.readable_by_others()
+            if problem is not None:
+                # Only a warning: tunelo's files must be read as tunelo wrote them.
+                ctx.issues.warn(self.field, problem)
+            return key
+        if "-----BEGIN" in text:
+            raise ConfigError(
+                'is PEM text, but key_type says a file name: set "key_type": "string"'
+            )
+        return ctx.private_key_file(text) if self.private else ctx.public_key_file(text)
 
 
-def _public_key(table: Table, ctx: ParseContext, *, required: bool = True) -> PublicKey | None:
-    return _key(table, "public_key", ctx.public_key_inline, ctx.public_key_file, required=required)
+def _with_key_type(raw: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: _KeyText(raw.get("key_type"), v) if k in ("private_key", "public_key") else v
+        for k, v in raw.items()
+    }
 
 
-def _key(
-    table: Table,
-    field: str,
-    inline: Callable[[Table, str, str], _K | None],
-    from_file: Callable[[Table, str, str], _K | None],
-    *,
-    required: bool,
-) -> _K | None:
-    """A key given, per tunelo's ``key_type``, as PEM text or as a file path."""
-    key_type = _key_type(table)
-    text = table.string(field, required=required)
-    if text is None or key_type is None:
-        return None
-    if key_type == "string":
-        return inline(table, field, text)
-    if _looks_inline(table, field, text):
-        return None
-    return from_file(table, field, text)
-
-
-def _shared_key(table: Table) -> bytes | None:
-    text = table.string("shared_hmac_key", empty=True)
-    if text is None:
-        return None
-    key = text.encode()
-    if len(key) > 64:
-        table.error(
-            "shared_hmac_key",
-            f"is {len(key)} bytes; at most 64 (BLAKE2b's limit: a longer key crashes Go peers)",
-        )
-        return None
-    return key or None
-
-
-def _vaddr(table: Table, *, server: bool) -> int | None:
-    value = table.integer("virtual_address")
-    if value is None:
-        if "virtual_address" in table:
-            return None
-        if server:
-            return SERVER_VADDR  # Go's zero value
-        table.missing("virtual_address", "missing (required)")
-        return None
-    if server and value != SERVER_VADDR:
-        table.error("virtual_address", f"the server's virtual address is 0, not {value}")
-        return None
-    if not server:
-        return table.convert("virtual_address", value, parse_client_vaddr)
+def _server_vaddr(value: int) -> int:
+    if value != SERVER_VADDR:
+        raise ConfigError(f"the server's virtual address is 0, not {value}")
     return value
 
 
-def _listen(table: Table) -> tuple[str, int] | None:
-    text = table.string("network_address", required=True)
-    if text is not None and text.startswith(":"):
-        text = "0.0.0.0" + text  # Go listens on every address for ":port"
-    return table.convert("network_address", text, parse_listen)
+def _listen(text: str) -> tuple[str, int]:
+    # Go listens on every address for ":port".
+    return parse_listen("0.0.0.0" + text if text.startswith(":") else text)
+
+
+@attrs.frozen
+class _Mappings(Value):
+    """``mappings``: tunnel IP → virtual address, as ``(address, vaddr, key)`` triples."""
+
+    def structure(self, value: object, ctx: ParseContext) -> tuple[tuple[IPAddress, int, str], ...]:
+        if not isinstance(value, dict):
+            raise ConfigError(f"must be a table, not {type_name(value)}")
+        out: list[tuple[IPAddress, int, str]] = []
+        problems: list[tuple[int | str, Exception]] = []
+        for text, vaddr in value.items():
+            if vaddr is None:
+                continue
+            try:
+                out.append((parse_address(text), integer_value(vaddr), text))
+            except (ConfigError, ValueError) as exc:
+                problems.append((text, exc))
+        if problems:
+            raise ItemErrors(problems)
+        return tuple(out)
+
+
+# -- the tables ----------------------------------------------------------------------
+
+_SharedKey = Annotated[bytes | None, Text(parse_shared_key, empty=True)]
+_KeyTypeField = Annotated[str, _KeyType()]
+
+
+@attrs.frozen(kw_only=True)
+class _Local:
+    virtual_address: Annotated[int, Integer(_server_vaddr)] = SERVER_VADDR  # Go's zero value
+    network_address: Annotated[tuple[str, int], Text(_listen)]
+    key_type: _KeyTypeField = "file"
+    private_key: Annotated[PrivateKey | None, _Key(True, "sudp.local.private_key")]
+    prepare = staticmethod(_with_key_type)
+
+
+@attrs.frozen(kw_only=True)
+class _Attributes:
+    public_ip: Annotated[str | None, Text()] = None
+    listen_port: Annotated[int | None, Integer()] = None
+    key_type: _KeyTypeField = "file"
+    public_key: Annotated[PublicKey | None, _Key(False)] = None
+    prepare = staticmethod(_with_key_type)
+
+
+@attrs.frozen(kw_only=True)
+class _PeerEntry:
+    virtual_address: Annotated[int, Integer(parse_client_vaddr)]
+    key_type: _KeyTypeField = "file"
+    public_key: Annotated[PublicKey | None, _Key(False)]
+    shared_hmac_key: _SharedKey = None
+    prepare = staticmethod(_with_key_type)
+
+
+@attrs.frozen(kw_only=True)
+class _ServerSudp:
+    local: _Local
+    attributes: _Attributes = attrs.Factory(_Attributes)
+    peers: tuple[_PeerEntry, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class _ServerDocument:
+    utun_vaddr: Annotated[IPInterface, Text(parse_interface)]
+    sudp: _ServerSudp
+    mappings: Annotated[tuple[tuple[IPAddress, int, str], ...], _Mappings()] = ()
+
+
+@attrs.frozen(kw_only=True)
+class _ServerRef:
+    virtual_address: Annotated[int, Integer(_server_vaddr)] = SERVER_VADDR
+    network_address: Annotated[str, Text(parse_endpoint)]
+    key_type: _KeyTypeField = "file"
+    public_key: Annotated[PublicKey | None, _Key(False)]
+    shared_hmac_key: _SharedKey = None
+    prepare = staticmethod(_with_key_type)
+
+
+@attrs.frozen(kw_only=True)
+class _Host:
+    virtual_address: Annotated[int, Integer(parse_client_vaddr)]
+    key_type: _KeyTypeField = "file"
+    private_key: Annotated[PrivateKey | None, _Key(True, "sudp.host.private_key")]
+    prepare = staticmethod(_with_key_type)
+
+
+@attrs.frozen(kw_only=True)
+class _ClientSudp:
+    server: _ServerRef
+    host: _Host
+
+
+@attrs.frozen(kw_only=True)
+class _ClientDocument:
+    utun_peer: Annotated[IPAddress | None, Text(parse_address)] = None
+    utun_vaddr: Annotated[IPInterface, Text(parse_interface)]
+    sudp: _ClientSudp
+
+
+# -- reading -------------------------------------------------------------------------
 
 
 def _endpoint_of(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _attributes(
-    table: Table | None, ctx: ParseContext, listen: tuple[str, int] | None
-) -> tuple[str | None, PublicKey | None]:
-    """The public endpoint (``public_ip``:``listen_port``) and the advertised key."""
-    if table is None:
-        return None, None
-    public_ip = table.string("public_ip")
-    port = table.integer("listen_port")
-    public_key = _public_key(table, ctx, required=False)
-    table.finish()
+def _public_endpoint(
+    attributes: _Attributes, listen: tuple[str, int], ctx: ParseContext
+) -> str | None:
+    """``public_ip``:``listen_port`` (the listening port when it is not given)."""
     endpoint = None
-    if public_ip is not None:
-        if port is None and listen is not None and "listen_port" not in table:
-            port = listen[1]
-        if port is not None:
-            endpoint = table.convert("public_ip", _endpoint_of(public_ip, port), parse_endpoint)
+    port = attributes.listen_port
+    if attributes.public_ip is not None:
+        try:
+            endpoint = parse_endpoint(_endpoint_of(attributes.public_ip, port or listen[1]))
+        except ConfigError as exc:
+            ctx.issues.error("sudp.attributes.public_ip", str(exc))
     if port is not None and not 1 <= port <= 65535:
-        table.error("listen_port", f"must be a port number 1..65535, not {port}")
-    return endpoint, public_key
+        ctx.issues.error(
+            "sudp.attributes.listen_port", f"must be a port number 1..65535, not {port}"
+        )
+    return endpoint
 
 
 def parse_server_document(doc: dict[str, Any], ctx: ParseContext) -> ServerConfig | None:
     """A server from tunelo's ``server.json``; problems go to ``ctx.issues``."""
+    parsed = structure(doc, _ServerDocument, ctx)
+    if parsed is None:
+        return None
     issues = ctx.issues
     errors_before = len(issues.errors)
-    root = Table(doc, "", issues, strict=False)
-    interface = root.convert(
-        "utun_vaddr", root.string("utun_vaddr", required=True), parse_interface
-    )
-    mappings = root.table("mappings")
-    sudp = root.table("sudp", required=True)
-    root.finish()
-    if sudp is None:
-        return None
-    local = sudp.table("local", required=True)
-    listen = None
-    private_key = None
-    if local is not None:
-        _vaddr(local, server=True)
-        listen = _listen(local)
-        private_key = _private_key(local, ctx)
-        local.finish()
-    endpoint, advertised = _attributes(sudp.table("attributes"), ctx, listen)
-    errors_before_peers = len(issues.errors)
-    peer_tables = sudp.tables("peers")
-    sudp.finish()
-
-    peers: list[tuple[int, Peer, str]] = []
-    for table in peer_tables:
-        vaddr = _vaddr(table, server=False)
-        public_key = _public_key(table, ctx)
-        shared_key = _shared_key(table)
-        table.finish()
-        if vaddr is not None and public_key is not None:
-            peers.append((vaddr, Peer(vaddr, public_key, Version.V3, shared_key), table.path))
-
-    # mappings: tunnel IP -> virtual address
-    addresses: dict[int, list[tuple[IPAddress, str]]] = {}
-    # Unknown vaddrs in mappings are only reported when every peer was understood.
-    peers_ok = len(issues.errors) == errors_before_peers
-    if mappings is not None:
-        known = {vaddr for vaddr, _, _ in peers}
-        for text in list(mappings.data):
-            field = mappings.field(text)
-            vaddr = mappings.integer(text)
-            if vaddr is None:
-                continue
-            try:
-                address = parse_address(text)
-            except ConfigError as exc:
-                issues.error(field, str(exc))
-                continue
-            if vaddr not in known and peers_ok:
-                issues.error(field, f"no peer in sudp.peers has virtual address {vaddr}")
-                continue
-            addresses.setdefault(vaddr, []).append((address, field))
-    if len(issues.errors) > errors_before:
-        return None
-    assert interface is not None and listen is not None and private_key is not None
-    if advertised is not None and advertised != private_key.public_key:
+    local = parsed.sudp.local
+    assert local.private_key is not None
+    endpoint = _public_endpoint(parsed.sudp.attributes, local.network_address, ctx)
+    advertised = parsed.sudp.attributes.public_key
+    if advertised is not None and advertised != local.private_key.public_key:
         issues.warn(
             "sudp.attributes.public_key",
             "is not the public key of sudp.local.private_key (clients made from it will fail)",
         )
-    peer_configs: list[PeerConfig] = []
-    peer_fields: list[PeerFields] = []
-    for vaddr, peer, path in peers:
+    known = {p.virtual_address for p in parsed.sudp.peers}
+    addresses: dict[int, list[tuple[IPAddress, str]]] = {}
+    for address, vaddr, text in parsed.mappings:
+        field = child("mappings", text)
+        if vaddr not in known:
+            issues.error(field, f"no peer in sudp.peers has virtual address {vaddr}")
+            continue
+        addresses.setdefault(vaddr, []).append((address, field))
+    if len(issues.errors) > errors_before:
+        return None
+    peers: list[PeerConfig] = []
+    fields: list[PeerFields] = []
+    seen: set[int] = set()
+    for index, entry in enumerate(parsed.sudp.peers):
+        assert entry.public_key is not None
+        path = f"sudp.peers[{index}]"
+        vaddr = entry.virtual_address
         # A second peer with the same vaddr is reported by check_server; give it no
         # addresses so that the overlap check does not report it twice.
-        first = next(p for v, _, p in peers if v == vaddr) == path
-        mapped = addresses.get(vaddr, []) if first else []
-        peer_configs.append(PeerConfig(peer=peer, addresses=tuple(a for a, _ in mapped)))
-        peer_fields.append(
+        mapped = addresses.get(vaddr, []) if vaddr not in seen else []
+        seen.add(vaddr)
+        peer = Peer(vaddr, entry.public_key, Version.V3, entry.shared_hmac_key)
+        peers.append(PeerConfig(peer=peer, addresses=tuple(a for a, _ in mapped)))
+        fields.append(
             PeerFields(
                 base=path,
                 vaddr=f"{path}.virtual_address",
@@ -256,73 +329,53 @@ def parse_server_document(doc: dict[str, Any], ctx: ParseContext) -> ServerConfi
     config = ServerConfig(
         source=ctx.path,
         format="tunelo",
-        listen=listen,
-        private_key=private_key,
-        addresses=(interface,),
-        peers=tuple(peer_configs),
+        listen=local.network_address,
+        private_key=local.private_key,
+        addresses=(parsed.utun_vaddr,),
+        peers=tuple(peers),
         endpoint=endpoint,
         default_version=Version.V3,
     )
-    check_server(config, issues, ServerFields(addresses=("utun_vaddr",), mtu="mtu"), peer_fields)
+    check_server(config, issues, ServerFields(addresses=("utun_vaddr",), mtu="mtu"), fields)
     return None if len(issues.errors) > errors_before else config
 
 
 def parse_client_document(doc: dict[str, Any], ctx: ParseContext) -> ClientConfig | None:
     """A client from tunelo's ``client.json``; problems go to ``ctx.issues``."""
-    issues = ctx.issues
-    errors_before = len(issues.errors)
-    root = Table(doc, "", issues, strict=False)
-    server_address = root.convert("utun_peer", root.string("utun_peer"), parse_address)
-    interface = root.convert(
-        "utun_vaddr", root.string("utun_vaddr", required=True), parse_interface
-    )
-    sudp = root.table("sudp", required=True)
-    root.finish()
-    if sudp is None:
+    parsed = structure(doc, _ClientDocument, ctx)
+    if parsed is None:
         return None
-    server = sudp.table("server", required=True)
-    host = sudp.table("host", required=True)
-    sudp.finish()
-    endpoint = public_key = shared_key = None
-    if server is not None:
-        _vaddr(server, server=True)
-        endpoint = server.convert(
-            "network_address", server.string("network_address", required=True), parse_endpoint
-        )
-        public_key = _public_key(server, ctx)
-        shared_key = _shared_key(server)
-        server.finish()
-    vaddr = private_key = None
-    if host is not None:
-        vaddr = _vaddr(host, server=False)
-        private_key = _private_key(host, ctx)
-        host.finish()
-    if len(issues.errors) > errors_before:
-        return None
-    assert interface is not None and endpoint is not None and public_key is not None
-    assert vaddr is not None and private_key is not None
+    errors_before = len(ctx.issues.errors)
+    server, host = parsed.sudp.server, parsed.sudp.host
+    assert server.public_key is not None and host.private_key is not None
     config = ClientConfig(
         source=ctx.path,
         format="tunelo",
-        private_key=private_key,
-        vaddr=vaddr,
-        addresses=(interface,),
-        endpoint=endpoint,
-        server=Peer(SERVER_VADDR, public_key, Version.V3, shared_key),
-        server_address=server_address,
+        private_key=host.private_key,
+        vaddr=host.virtual_address,
+        addresses=(parsed.utun_vaddr,),
+        endpoint=server.network_address,
+        server=Peer(SERVER_VADDR, server.public_key, Version.V3, server.shared_hmac_key),
+        server_address=parsed.utun_peer,
     )
     check_client(
         config,
-        issues,
+        ctx.issues,
         mtu="mtu",
         addresses=["utun_vaddr"],
         server_address="utun_peer",
         shared_key="sudp.server.shared_hmac_key",
     )
-    return None if len(issues.errors) > errors_before else config
+    return None if len(ctx.issues.errors) > errors_before else config
 
 
 # -- writing -----------------------------------------------------------------------
+
+#: What a trio-sudp server may have that tunelo's server.json cannot hold.
+_SERVER_ONLY_TOML = (
+    "mtu", "interface", "control_socket", "settings", "default_version", "handshake_rate",
+    "masquerade", "forward", "hooks", "metrics",
+)  # fmt: skip
 
 
 def _pem(key: PublicKey | PrivateKey) -> str:
@@ -358,15 +411,21 @@ def peer_entry(peer: PeerConfig) -> dict[str, Any]:
     }
 
 
+def _refuse(config: ServerConfig | ClientConfig, names: tuple[str, ...], file: str) -> None:
+    """Refuse ``config`` if one of these fields is not at its default."""
+    fields = attrs.fields_dict(type(config))
+    for name in names:
+        default: Any = fields[name].default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = default.factory()
+        if getattr(config, name) != default:
+            raise ConfigError(f"tunelo's {file} cannot hold {name}")
+
+
 def _check_server_representable(config: ServerConfig) -> None:
     if len(config.addresses) != 1:
         raise ConfigError("tunelo's server.json holds exactly one tunnel address (utun_vaddr)")
-    default = ServerConfig(listen=config.listen, private_key=config.private_key, addresses=())
-    for name in ("mtu", "interface", "control_socket", "settings", "default_version"):
-        if getattr(config, name) != getattr(default, name):
-            raise ConfigError(f"tunelo's server.json cannot hold {name}")
-    if config.handshake_rate != DEFAULT_HANDSHAKE_RATE:
-        raise ConfigError("tunelo's server.json cannot hold handshake_rate")
+    _refuse(config, _SERVER_ONLY_TOML, "server.json")
 
 
 def server_document(config: ServerConfig) -> dict[str, Any]:
@@ -428,11 +487,10 @@ def render_client(config: ClientConfig) -> str:
         raise ConfigError(
             "tunelo's client.json cannot hold full_tunnel (tunelo takes -peergw instead)"
         )
-    for name in ("mtu", "interface", "control_socket"):
-        if getattr(config, name) is not None:
-            raise ConfigError(f"tunelo's client.json cannot hold {name}")
+    _refuse(config, ("mtu", "interface", "control_socket"), "client.json")
     if config.settings != SessionSettings():
         raise ConfigError("tunelo's client.json cannot hold timers")
+    _refuse(config, ("dns", "dns_search", "hooks", "metrics"), "client.json")
     doc: dict[str, Any] = {}
     if config.server_address is not None:
         doc["utun_peer"] = str(config.server_address)
@@ -452,3 +510,28 @@ def render_client(config: ClientConfig) -> str:
         },
     }
     return _dump(doc)
+
+
+# -- editing a server.json document ----------------------------------------------------
+
+
+def add_peer(doc: dict[str, Any], peer: PeerConfig) -> None:
+    """Add ``peer`` to a parsed server.json: its ``sudp.peers`` entry and its mappings."""
+    mappings = doc.get("mappings")
+    if not isinstance(mappings, dict):
+        mappings = doc["mappings"] = {}
+    for address in peer.addresses:
+        mappings[str(address)] = peer.vaddr
+    sudp = doc["sudp"]
+    if not isinstance(sudp.get("peers"), list):
+        sudp["peers"] = []
+    sudp["peers"].append(peer_entry(peer))
+
+
+def remove_peer(doc: dict[str, Any], vaddr: int) -> None:
+    """Remove the peer ``vaddr`` from a parsed server.json, with its mappings."""
+    sudp = doc["sudp"]
+    sudp["peers"] = [p for p in sudp.get("peers") or () if p.get("virtual_address") != vaddr]
+    mappings = doc.get("mappings")
+    if isinstance(mappings, dict):
+        doc["mappings"] = {k: v for k, v in mappings.items() if v != vaddr}
