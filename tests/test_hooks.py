@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from trio_sudp.daemon.hooks import HookFailed, Hooks, run_hooks
+from trio_sudp.config import Hooks
+from trio_sudp.daemon.hooks import HookFailed, run_hooks
 from trio_sudp.daemon.run import describe_failure
 
 
@@ -155,4 +156,6 @@ async def test_a_background_child_holding_the_output_does_not_block(
 
 def test_hooks_take_any_sequence() -> None:
     assert Hooks(pre_up=["a", "b"]).pre_up == ("a", "b")  # type: ignore[arg-type]
-    assert Hooks() == Hooks((), (), (), ())
+    assert Hooks() == Hooks(pre_up=(), post_up=(), pre_down=(), post_down=())
+    assert Hooks().empty
+    assert not Hooks(post_down=["x"]).empty  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,7 +30,7 @@ from trio_sudp.testing import (
 )
 from trio_sudp.testing.packets import icmp_echo, ipv4
 from trio_sudp.vpn.client import VpnClient, run_client
-from trio_sudp.vpn.server import VpnServer, run_server
+from trio_sudp.vpn.server import VpnServer, WhileUp, run_server
 
 SERVER_LISTEN = ("10.99.0.1", 7000)
 
@@ -68,7 +68,16 @@ class World:
 
 
 @asynccontextmanager
-async def world(version: Version, vaddrs: list[int], **client_opts: Any) -> AsyncIterator[World]:
+async def world(
+    version: Version,
+    vaddrs: list[int],
+    *,
+    server_up: Callable[[ServerConfig], WhileUp] | None = None,
+    client_up: Callable[[ClientConfig], WhileUp] | None = None,
+    **client_opts: Any,
+) -> AsyncIterator[World]:
+    """A server and clients ``vaddrs`` on a fake network; ``server_up`` / ``client_up``
+    make the ``while_up`` of each from its configuration, as the daemons do."""
     net = FakeNetwork(seed=5, default_link=LinkConfig(delay=0.003))
     clock = TrioWallClock()
     entries = tuple(
@@ -93,6 +102,7 @@ async def world(version: Version, vaddrs: list[int], **client_opts: Any) -> Asyn
                 clock=clock,
                 open_device=lambda name, mtu: server_dev,
                 backend=server_backend,
+                while_up=None if server_up is None else server_up(spec),
                 task_status=task_status,
             )
         )
@@ -109,9 +119,10 @@ async def world(version: Version, vaddrs: list[int], **client_opts: Any) -> Asyn
                 server_address=ipaddress.ip_address("10.0.0.1"),
                 **client_opts,
             )
+            up = None if client_up is None else client_up(cspec)
             w.clients[v] = await nursery.start(
-                lambda task_status, cspec=cspec, dev=dev, backend=backend, v=v: _client(
-                    cspec, net, dev, backend, v, task_status
+                lambda task_status, cspec=cspec, dev=dev, backend=backend, v=v, up=up: _client(
+                    cspec, net, dev, backend, v, up, task_status
                 )
             )
             w.kernels[v] = Kernel(kernel_end)
@@ -126,6 +137,7 @@ async def _client(
     dev: MemoryTun,
     backend: MemoryNetBackend,
     vaddr: int,
+    while_up: WhileUp | None,
     task_status: trio.TaskStatus[VpnClient],
 ) -> None:
     await run_client(
@@ -135,6 +147,7 @@ async def _client(
         bind=(f"10.98.0.{vaddr}", 0),
         open_device=lambda name, mtu: dev,
         backend=backend,
+        while_up=while_up,
         task_status=task_status,
     )
 

@@ -314,16 +314,27 @@ class PeerConfig:
         return f"{self.name} (vaddr {self.vaddr})" if self.name else f"vaddr {self.vaddr}"
 
 
+def _commands(value: Sequence[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class Hooks:
     """Shell commands run around a daemon's tunnel, like wg-quick's ``PreUp`` and
     friends: before and after the interface comes up, before and after it goes.
-    ``%i`` in a command stands for the interface name."""
+    ``%i`` in a command stands for the interface name. Each phase's commands run in
+    order (:func:`trio_sudp.daemon.hooks.run_hooks` runs them); any sequence of
+    text is taken and kept as a tuple."""
 
-    pre_up: tuple[str, ...] = ()
-    post_up: tuple[str, ...] = ()
-    pre_down: tuple[str, ...] = ()
-    post_down: tuple[str, ...] = ()
+    pre_up: tuple[str, ...] = attrs.field(default=(), converter=_commands)
+    post_up: tuple[str, ...] = attrs.field(default=(), converter=_commands)
+    pre_down: tuple[str, ...] = attrs.field(default=(), converter=_commands)
+    post_down: tuple[str, ...] = attrs.field(default=(), converter=_commands)
+
+    @property
+    def empty(self) -> bool:
+        """Whether no phase has a command."""
+        return not (self.pre_up or self.post_up or self.pre_down or self.post_down)
 
 
 def _masquerade_forwards(instance: ServerConfig, _attr: object, value: str | None) -> None:

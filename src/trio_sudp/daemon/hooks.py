@@ -18,6 +18,12 @@ interface that came up. A failing down command is logged and the others still ru
 (the interface is going away regardless). Down phases run shielded from
 cancellation, so Ctrl-C and SIGTERM run them too.
 
+``%i`` is the same name in all four phases. The configured name can be a pattern
+(``sudp%d``) that the kernel numbers only when the interface is created, after
+``pre_up``: a daemon with hooks therefore picks the name first
+(:func:`interface_for_hooks`: the first free number, as the kernel would) and
+creates the interface with exactly that name.
+
 Each command is run with ``/bin/sh -c`` rather than bash as wg-quick does: ``/bin/sh``
 is on every Unix (bash is not, on Alpine, BusyBox or minimal images); a command
 that needs bash can say ``bash -c '...'``. ``%i`` is replaced by the interface name.
@@ -28,18 +34,27 @@ each line they print goes to the daemon's log (``trio_sudp.hooks``).
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Sequence
+import sys
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 
-import attrs
 import trio
 
+from trio_sudp.config import Hooks
 from trio_sudp.protocol.errors import SUDPError
 
-__all__ = ["HOOK_TIME_LIMIT", "SHELL", "HookFailed", "HookRun", "Hooks", "run_hooks"]
+__all__ = [
+    "HOOK_TIME_LIMIT",
+    "SHELL",
+    "HookFailed",
+    "HookRun",
+    "interface_for_hooks",
+    "run_hooks",
+]
 
 logger = logging.getLogger("trio_sudp.hooks")
 
@@ -54,18 +69,24 @@ DRAIN_TIME = 1.0
 MAX_LOGGED_LINE = 1000
 
 
-def _commands(value: Sequence[str]) -> tuple[str, ...]:
-    return tuple(value)
+def interface_for_hooks(
+    name: str, existing: Collection[str], *, platform: str = sys.platform
+) -> str:
+    """The interface name ``%i`` stands for, known before the interface exists.
 
-
-@attrs.frozen
-class Hooks:
-    """The commands of each phase, run in order; ``%i`` is the interface name."""
-
-    pre_up: tuple[str, ...] = attrs.field(default=(), converter=_commands)
-    post_up: tuple[str, ...] = attrs.field(default=(), converter=_commands)
-    pre_down: tuple[str, ...] = attrs.field(default=(), converter=_commands)
-    post_down: tuple[str, ...] = attrs.field(default=(), converter=_commands)
+    ``name`` itself, or for a pattern holding ``%d`` the first number that no
+    interface in ``existing`` has, as Linux numbers a new device. On macOS, where
+    tunnel devices are always ``utunN``, a pattern is numbered as ``utun%d``.
+    """
+    if "%d" not in name:
+        return name
+    if platform == "darwin":
+        name = "utun%d"
+    for number in itertools.count():
+        candidate = name.replace("%d", str(number), 1)
+        if candidate not in existing:
+            return candidate
+    raise AssertionError("unreachable")
 
 
 class HookFailed(SUDPError):

@@ -1,13 +1,15 @@
-"""What ``serve`` and ``connect`` run: the VPN, its control socket, and reload."""
+"""What ``serve`` and ``connect`` run: the VPN and what is set up around it (forwarding,
+NAT, DNS, hooks: ``lifecycle.py``), its metrics, its control socket, and reload."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -16,6 +18,17 @@ from ..protocol.errors import ConfigError
 from ..vpn.client import VpnClient, run_client
 from ..vpn.server import VpnServer, run_server
 from .control import ControlError, default_socket_path, serve_control
+from .hooks import run_hooks
+from .lifecycle import (
+    check_client_tools,
+    check_server_tools,
+    client_while_up,
+    hook_interface,
+    server_while_up,
+)
+
+if TYPE_CHECKING:
+    from .metrics import MetricsEndpoint
 
 __all__ = ["connect_main", "control_socket_for", "serve_main"]
 
@@ -41,6 +54,7 @@ def control_socket_for(config: ServerConfig | ClientConfig) -> Path:
 def serve_main(config: ServerConfig, path: Path) -> tuple[Main, Callable[[], Awaitable[None]]]:
     """The server's main function and its SIGHUP handler."""
     running: list[VpnServer] = []
+    current = [config]  # the configuration in use, for what a reload cannot change
 
     async def reload() -> dict[str, Any]:
         if not running:
@@ -53,10 +67,13 @@ def serve_main(config: ServerConfig, path: Path) -> tuple[Main, Callable[[], Awa
         if not isinstance(new, ServerConfig):
             raise ControlError(f"reload refused: {path} is not a server configuration")
         try:
-            return await running[0].reload(new)
+            answer = await running[0].reload(new)
         except ConfigError as exc:
             log.error("reload refused: %s", exc)
             raise ControlError(f"reload refused: {exc}") from None
+        _warn_restart_needed(current[0], new)
+        current[0] = new
+        return answer
 
     async def on_sighup() -> None:
         log.info("SIGHUP: reloading %s", path)
@@ -73,13 +90,50 @@ def serve_main(config: ServerConfig, path: Path) -> tuple[Main, Callable[[], Awa
         raise ControlError(f"unknown command {command!r}")
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            vpn = await nursery.start(functools.partial(run_server, config))
+        check_server_tools(config)
+        interface, hooks_name = hook_interface(config.interface, config.hooks)
+        async with (
+            _metrics(config.metrics) as metrics,
+            run_hooks(config.hooks, hooks_name) as hooks,
+            trio.open_nursery() as nursery,
+        ):
+            vpn = await nursery.start(
+                functools.partial(
+                    run_server,
+                    config,
+                    interface=interface,
+                    while_up=server_while_up(config, hooks),
+                )
+            )
             running.append(vpn)
+            if metrics is not None:
+                await nursery.start(metrics.serve, vpn.status)
             socket = await nursery.start(serve_control, control_socket_for(config), handle)
             log.info("control socket %s", socket)
 
     return main, on_sighup
+
+
+def _warn_restart_needed(old: ServerConfig, new: ServerConfig) -> None:
+    changed = [
+        key
+        for key in ("forward", "masquerade", "hooks", "metrics")
+        if getattr(old, key) != getattr(new, key)
+    ]
+    if changed:
+        log.warning("reload: a change of %s needs a restart", ", ".join(changed))
+
+
+@asynccontextmanager
+async def _metrics(address: tuple[str, int] | None) -> AsyncIterator[MetricsEndpoint | None]:
+    """The metrics endpoint, listening from now on, if configured."""
+    if address is None:
+        yield None
+        return
+    from .metrics import metrics_endpoint  # prometheus-client: checked by check_*_tools
+
+    async with metrics_endpoint(address) as endpoint:
+        yield endpoint
 
 
 def connect_main(config: ClientConfig) -> Main:
@@ -94,12 +148,27 @@ def connect_main(config: ClientConfig) -> Main:
         raise ControlError(f"unknown command {command!r} (a client cannot reload)")
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
+        dns = check_client_tools(config)
+        interface, hooks_name = hook_interface(config.interface, config.hooks)
+        async with (
+            _metrics(config.metrics) as metrics,
+            run_hooks(config.hooks, hooks_name) as hooks,
+            trio.open_nursery() as nursery,
+        ):
             progress = trio.CancelScope()
             nursery.start_soon(_report_progress, progress, config.endpoint)
-            vpn = await nursery.start(functools.partial(run_client, config))
+            vpn = await nursery.start(
+                functools.partial(
+                    run_client,
+                    config,
+                    interface=interface,
+                    while_up=client_while_up(config, hooks, dns),
+                )
+            )
             progress.cancel()
             running.append(vpn)
+            if metrics is not None:
+                await nursery.start(metrics.serve, vpn.status)
             await nursery.start(serve_control, control_socket_for(config), handle)
 
     return main

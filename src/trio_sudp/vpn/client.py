@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import Counter
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from typing import Any
 
 import trio
@@ -28,6 +28,7 @@ from ..tun import DeviceOpener, open_tun
 from ..tun.netconfig import NetBackend, configure_interface
 from .device import DeviceIO, io_drops
 from .mtu import too_big_reply
+from .server import DEFAULT_INTERFACE, WhileUp
 from .spec import ClientSpec, IPNetwork
 from .tunnel import Tunnel
 
@@ -120,6 +121,8 @@ async def run_client(
     bind: AddressLike | None = None,
     open_device: DeviceOpener = open_tun,
     backend: NetBackend | None = None,
+    interface: str | None = None,
+    while_up: WhileUp | None = None,
     task_status: trio.TaskStatus[VpnClient] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Connect, bring the tunnel up, and run until cancelled; then undo everything.
@@ -129,6 +132,10 @@ async def run_client(
     survives packet loss, NAT rebinding and server restarts by itself. ``network``,
     ``clock``, ``bind``, ``open_device`` and ``backend`` replace the real UDP, wall
     clock, local address, TUN and kernel configuration (tests use in-memory ones).
+    ``interface`` is the device name to create instead of the spec's. ``while_up``
+    is entered with the device's name once the interface is up with its addresses
+    and routes, before the client counts as started, and left before they are
+    removed (the daemon's DNS and hooks).
     """
     mtu = spec.tunnel_mtu
     session, transport = await prepare_client(
@@ -142,7 +149,7 @@ async def run_client(
     )
     with ExitStack() as stack:
         stack.callback(transport.close)
-        device = open_device(spec.interface or "sudp%d", mtu=mtu)
+        device = open_device(interface or spec.interface or DEFAULT_INTERFACE, mtu=mtu)
         stack.callback(device.close)
         log.info("connecting to %s (SUDP v%d) ...", spec.endpoint, spec.server.version)
         async with collapse_exception_groups(), trio.open_nursery() as nursery:
@@ -173,17 +180,18 @@ async def run_client(
                     if spec.full_tunnel:
                         server_ip = str(client.server_address[0]).removeprefix("::ffff:")
                         await iface.route_all_traffic(exclude=[server_ip])
-                    log.info(
-                        "tunnel up: %s %s, server %s at %s (SUDP v%d, epoch %s)%s",
-                        device.name,
-                        ", ".join(str(a) for a in spec.addresses),
-                        spec.server_address or "-",
-                        spec.endpoint,
-                        spec.server.version,
-                        client.statistics().current_epoch,
-                        ", all traffic through the tunnel" if spec.full_tunnel else "",
-                    )
-                    task_status.started(VpnClient(client, uplink, tunnel, spec, device.name))
-                    await trio.sleep_forever()
+                    async with nullcontext() if while_up is None else while_up(device.name):
+                        log.info(
+                            "tunnel up: %s %s, server %s at %s (SUDP v%d, epoch %s)%s",
+                            device.name,
+                            ", ".join(str(a) for a in spec.addresses),
+                            spec.server_address or "-",
+                            spec.endpoint,
+                            spec.server.version,
+                            client.statistics().current_epoch,
+                            ", all traffic through the tunnel" if spec.full_tunnel else "",
+                        )
+                        task_status.started(VpnClient(client, uplink, tunnel, spec, device.name))
+                        await trio.sleep_forever()
             finally:
                 client.close()

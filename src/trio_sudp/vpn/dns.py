@@ -47,6 +47,7 @@ __all__ = [
     "Resolvectl",
     "find_dns_backend",
     "parse_search_domain",
+    "require_dns_backend",
     "tunnel_dns",
 ]
 
@@ -168,6 +169,18 @@ class Resolvconf:
         await _run([self.program, "-d", self.record(interface), "-f"])
 
 
+def require_dns_backend() -> DnsBackend:
+    """:func:`find_dns_backend`, or :class:`DnsError` (one line) when neither tool exists."""
+    found = find_dns_backend()
+    if found is None:
+        raise DnsError(
+            "DNS servers or search domains are configured but neither resolvectl"
+            " (systemd-resolved) nor resolvconf is installed: install one, or remove the"
+            " dns and dns_search settings"
+        )
+    return found
+
+
 def find_dns_backend() -> DnsBackend | None:
     """``resolvectl`` if it is on ``PATH``, else ``resolvconf``, else ``None``."""
     program = find_tool("resolvectl")
@@ -191,7 +204,7 @@ async def tunnel_dns(
     """Give ``interface`` these DNS ``servers`` and ``search`` domains; remove them on exit.
 
     Yields the backend used (``None`` when there is nothing to set). ``backend``
-    ``None`` finds one with :func:`find_dns_backend`.
+    ``None`` finds one with :func:`require_dns_backend`.
     """
     try:
         addresses = [ipaddress.ip_address(str(s)) for s in servers]
@@ -201,12 +214,7 @@ async def tunnel_dns(
     if not addresses and not domains:
         yield None
         return
-    found = backend if backend is not None else find_dns_backend()
-    if found is None:
-        raise DnsError(
-            f"DNS is configured for {interface} but neither resolvectl (systemd-resolved) nor"
-            " resolvconf is installed: install one, or remove the DNS settings"
-        )
+    found = backend if backend is not None else require_dns_backend()
     try:
         await found.apply(interface, addresses, domains, route_all)
         logger.info(

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, ExitStack, nullcontext
 from typing import Any
 
 import trio
@@ -36,9 +36,15 @@ from .routing import LOCAL, RouteDrop, RouteTable
 from .spec import IPNetwork, ServerSpec
 from .tunnel import Tunnel
 
-__all__ = ["ServerRouter", "VpnServer", "run_server"]
+__all__ = ["DEFAULT_INTERFACE", "ServerRouter", "VpnServer", "WhileUp", "run_server"]
 
 log = logging.getLogger("trio_sudp")
+
+#: The TUN device name when the configuration gives none (the kernel numbers it).
+DEFAULT_INTERFACE = "sudp%d"
+
+#: What a daemon holds open while the tunnel is up, given the interface name.
+WhileUp = Callable[[str], AbstractAsyncContextManager[object]]
 
 
 def send_or_count(runner: PeerRunner, packet: bytes, now: float) -> None:
@@ -209,6 +215,8 @@ async def run_server(
     clock: WallClock | None = None,
     open_device: DeviceOpener = open_tun,
     backend: NetBackend | None = None,
+    interface: str | None = None,
+    while_up: WhileUp | None = None,
     task_status: trio.TaskStatus[VpnServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a VPN server until cancelled; everything it added is removed on the way out.
@@ -217,6 +225,10 @@ async def run_server(
     ``ConfigError`` (overlapping client addresses) before serving anything.
     ``network``, ``clock``, ``open_device`` and ``backend`` replace the real UDP, wall
     clock, TUN and kernel configuration (tests use the in-memory ones).
+    ``interface`` is the device name to create instead of the spec's. ``while_up``
+    is entered with the device's name once the interface is configured and the
+    tunnel runs, before the server counts as started, and left before the interface
+    is removed (the daemon's forwarding, NAT and hooks).
     """
     mtu = spec.tunnel_mtu
     table = spec.route_table()
@@ -229,7 +241,7 @@ async def run_server(
         handshake_burst=DEFAULT_HANDSHAKE_BURST,
     )
     with ExitStack() as stack:
-        device = open_device(spec.interface or "sudp%d", mtu=mtu)
+        device = open_device(interface or spec.interface or DEFAULT_INTERFACE, mtu=mtu)
         stack.callback(device.close)
         transport = bind_server(network, spec.listen)
         stack.callback(transport.close)
@@ -259,15 +271,16 @@ async def run_server(
             )
             try:
                 await nursery.start(tunnel.run)
-                log.info(
-                    "serving on %s, tunnel %s on %s (MTU %d), %d clients",
-                    format_address(server.local_address),
-                    ", ".join(str(a) for a in spec.addresses),
-                    device.name,
-                    mtu,
-                    len(spec.peers),
-                )
-                task_status.started(VpnServer(server, router, tunnel, spec, iface))
-                await trio.sleep_forever()
+                async with nullcontext() if while_up is None else while_up(device.name):
+                    log.info(
+                        "serving on %s, tunnel %s on %s (MTU %d), %d clients",
+                        format_address(server.local_address),
+                        ", ".join(str(a) for a in spec.addresses),
+                        device.name,
+                        mtu,
+                        len(spec.peers),
+                    )
+                    task_status.started(VpnServer(server, router, tunnel, spec, iface))
+                    await trio.sleep_forever()
             finally:
                 server.close()
