@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,19 @@ TRIO_SUDP = [sys.executable, "-m", "trio_sudp"]
 SERVER_PORT = 7000
 
 
-def _insert_after_table(path: Path, table: str, line: str) -> None:
+def add_lines(path: Path, table: str, *lines: str) -> None:
+    """Add TOML lines at the top of ``[table]`` in the file at ``path``."""
     text = path.read_text()
     header = f"[{table}]\n"
     assert header in text, f"{path} has no {header.strip()} table"
-    path.write_text(text.replace(header, header + line + "\n", 1))
+    path.write_text(text.replace(header, header + "".join(f"{x}\n" for x in lines), 1))
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``trio-sudp ARGS`` here (not in a namespace), in ``cwd``."""
+    return subprocess.run(
+        [*TRIO_SUDP, *args], capture_output=True, text=True, timeout=60, cwd=cwd, check=False
+    )
 
 
 @dataclass
@@ -79,11 +87,11 @@ def make_configs(
         paths.append(path)
     # The namespaces share one filesystem: give every daemon its own control socket.
     server_socket = tmp / "server.sock"
-    _insert_after_table(server, "server", f'control_socket = "{server_socket}"')
+    add_lines(server, "server", f'control_socket = "{server_socket}"')
     sockets = []
     for i, path in enumerate(paths, 1):
         sockets.append(tmp / f"client{i}.sock")
-        _insert_after_table(path, "client", f'control_socket = "{sockets[-1]}"')
+        add_lines(path, "client", f'control_socket = "{sockets[-1]}"')
     return Configs(server, paths, server_socket, sockets)
 
 
@@ -133,27 +141,50 @@ class Daemon:
         return code
 
 
-def start(topo: Topology, node: int, command: str, config: Path, log: Path) -> Daemon:
+def start(
+    topo: Topology,
+    node: int,
+    command: str,
+    config: Path,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+) -> Daemon:
+    """Start ``trio-sudp COMMAND --config CONFIG`` in ``node``; ``env`` adds variables."""
     handle = log.open("wb")
     process = topo.spawn(
         node,
         [*TRIO_SUDP, command, "--config", str(config), "--log-level", "debug"],
         stdout=handle,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     handle.close()
     return Daemon(process, log, topo[node])
 
 
-def start_server(topo: Topology, configs: Configs, tmp: Path, node: int = 0) -> Daemon:
-    daemon = start(topo, node, "serve", configs.server, tmp / f"server-{time.monotonic_ns()}.log")
+def start_server(
+    topo: Topology,
+    configs: Configs,
+    tmp: Path,
+    node: int = 0,
+    env: Mapping[str, str] | None = None,
+) -> Daemon:
+    log = tmp / f"server-{time.monotonic_ns()}.log"
+    daemon = start(topo, node, "serve", configs.server, log, env)
     daemon.wait_for_log("control socket")
     return daemon
 
 
-def start_client(topo: Topology, configs: Configs, tmp: Path, index: int, node: int) -> Daemon:
-    daemon = start(topo, node, "connect", configs.clients[index - 1], tmp / f"client{index}.log")
+def start_client(
+    topo: Topology,
+    configs: Configs,
+    tmp: Path,
+    index: int,
+    node: int,
+    env: Mapping[str, str] | None = None,
+) -> Daemon:
+    log = tmp / f"client{index}-{time.monotonic_ns()}.log"
+    daemon = start(topo, node, "connect", configs.clients[index - 1], log, env)
     daemon.wait_for_log("tunnel up")
     return daemon
 

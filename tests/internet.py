@@ -22,25 +22,33 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import random
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from e2e import wait_for
-from netns import Node, Topology, netns_topology, run_in
+import pytest
+
+from e2e import ping, wait_for
+from netns import Node, Topology, netns_topology, require_netns, run_in
 
 __all__ = [
     "PAYLOAD_BYTES",
     "TCP_PORT",
     "InternetTopology",
     "TcpSource",
+    "cannot_reach",
     "fetch",
     "forwarding_sysctls",
     "internet_topology",
+    "our_tables",
     "payload_sha256",
+    "reaches",
+    "require_nft",
     "start_source",
 ]
 
@@ -192,3 +200,30 @@ def fetch(net: InternetTopology, version: int, *, timeout: float = 10.0) -> tupl
         return None
     digest, size = done.stdout.split()
     return digest, int(size)
+
+
+def our_tables(node: Node) -> list[str]:
+    out = run_in(node, ["nft", "-j", "list", "tables"]).stdout
+    names = [o["table"]["name"] for o in json.loads(out)["nftables"] if "table" in o]
+    return [name for name in names if name.startswith("trio-sudp-")]
+
+
+def require_nft() -> None:
+    require_netns()
+    if shutil.which("nft") is None:
+        pytest.skip("needs nftables (the nft command)")
+
+
+def reaches(net: InternetTopology, version: int, tmp: Path, *, seen_as: str) -> None:
+    """The client pings the internet host and fetches the payload; the host sees ``seen_as``."""
+    target = net.internet_address(version)
+    assert ping(net.client, target, count=2)
+    source = start_source(net, version, tmp / f"source{version}.log")
+    assert fetch(net, version) == (payload_sha256(), PAYLOAD_BYTES)
+    assert source.peer() == seen_as
+
+
+def cannot_reach(net: InternetTopology, version: int) -> None:
+    target = net.internet_address(version)
+    assert not ping(net.client, target, count=1)
+    assert fetch(net, version, timeout=2) is None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,17 +20,17 @@ from typing import Any
 import pytest
 import trio
 
-from e2e import ping, wait_for
+from e2e import wait_for
 from internet import (
-    PAYLOAD_BYTES,
     InternetTopology,
-    fetch,
+    cannot_reach,
     forwarding_sysctls,
     internet_topology,
-    payload_sha256,
-    start_source,
+    our_tables,
+    reaches,
+    require_nft,
 )
-from netns import Node, require_netns, run_in, scenario_main
+from netns import run_in, scenario_main
 from trio_sudp.vpn.ipforward import IPForwarding
 from trio_sudp.vpn.nat import server_forwarding, table_name
 
@@ -113,33 +112,6 @@ def hold(net: InternetTopology, log: Path, **spec: Any) -> Holder:
 
     wait_for(up, 30, "forwarding to be set up")
     return holder
-
-
-def our_tables(node: Node) -> list[str]:
-    out = run_in(node, ["nft", "-j", "list", "tables"]).stdout
-    names = [o["table"]["name"] for o in json.loads(out)["nftables"] if "table" in o]
-    return [name for name in names if name.startswith("trio-sudp-")]
-
-
-def require_nft() -> None:
-    require_netns()
-    if shutil.which("nft") is None:
-        pytest.skip("needs nftables (the nft command)")
-
-
-def reaches(net: InternetTopology, version: int, tmp: Path, *, seen_as: str) -> None:
-    """The client pings the internet host and fetches the payload; the host sees ``seen_as``."""
-    target = net.internet_address(version)
-    assert ping(net.client, target, count=2)
-    source = start_source(net, version, tmp / f"source{version}.log")
-    assert fetch(net, version) == (payload_sha256(), PAYLOAD_BYTES)
-    assert source.peer() == seen_as
-
-
-def cannot_reach(net: InternetTopology, version: int) -> None:
-    target = net.internet_address(version)
-    assert not ping(net.client, target, count=1)
-    assert fetch(net, version, timeout=2) is None
 
 
 @pytest.mark.parametrize("per_interface_ipv6", IPV6_MODES)
