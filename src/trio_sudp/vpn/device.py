@@ -35,12 +35,15 @@ from ..runtime.batches import (
 )
 from ..runtime.transport import UDPStats
 from ..tun.base import PacketDevice
+from ..tun.errors import TunError
 from .coalesce import Write, coalesce
 
 __all__ = ["DeviceIO", "DeviceStats", "io_drops"]
 
 log = logging.getLogger("trio_sudp")
 
+#: Errors of a read that mean the device itself is gone (``ip link del`` under us).
+_DEVICE_GONE = frozenset({errno.EBADFD, errno.ENODEV, errno.ENXIO})
 #: Errors of a GSO write that mean the kernel will not take them at all.
 _GSO_REFUSED = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, errno.EPROTONOSUPPORT})
 
@@ -245,6 +248,15 @@ class DeviceIO:
                 packet = read()
             except BlockingIOError:
                 break
+            except trio.ClosedResourceError:
+                raise
+            except OSError as exc:
+                if exc.errno in _DEVICE_GONE:
+                    raise TunError(
+                        f"the tunnel device {self.device.name} went away (deleted while in use?)",
+                        exc.errno,
+                    ) from exc
+                raise
             count += 1
             size += len(packet)
             try:

@@ -140,6 +140,8 @@ class VpnServer:
             "tunnel": [str(a) for a in table.local],
             "mtu": table.mtu,
             "device": device.status(),
+            "udp": self.server.socket_status(),
+            "budget": self.server.budget_status(),
             "drops": drops,
             "peers": peers,
         }
@@ -259,6 +261,7 @@ async def run_server(
             )
             try:
                 await nursery.start(tunnel.run)
+                nursery.start_soon(server.watch)
                 log.info(
                     "serving on %s, tunnel %s on %s (MTU %d), %d clients",
                     format_address(server.local_address),
