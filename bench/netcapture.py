@@ -13,18 +13,19 @@ process's write reached the kernel). All sockets read the same clock
 (``CLOCK_REALTIME``), in every namespace, so stamps from several captures compare.
 
 Prints ``ready`` once every socket is bound, then one JSON object per ICMP or UDP
-packet: ``{"if", "out" (sent by this host), "t" (ns), "proto", "src", "dst",
-"sport", "dport", "len" (IP length), "icmp" ([type, id, seq]), "head" (hex of the
-first 48 bytes of the UDP payload), with ``--payload`` also "payload" (all of it)}``.
-Stops after ``--seconds`` or on SIGTERM/SIGINT. With ``--udp-port`` only UDP packets to
-or from that port (and ICMP) are printed.
+packet: ``{"if", "out" (sent by this host), "t" (ns), "proto", "src", "dst", "sport",
+"dport", "len" (IP length), "icmp" ([type, id, seq]), "head" (hex of the first 48
+bytes of the UDP payload), and with ``--payload`` "payload" (all of it)}``. The
+sockets are read only once a second, so that the capture does not wake up per packet
+and compete for the CPU with what it measures. Stops after ``--seconds`` or on
+SIGTERM/SIGINT. With ``--udp-port`` only UDP packets to or from that port (and ICMP)
+are printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import select
 import signal
 import socket
 import struct
@@ -37,6 +38,8 @@ ETH_P_IP = 0x0800
 PACKET_OUTGOING = 4
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 SNAP = 128
+#: How often the sockets are read (see :func:`capture`).
+DRAIN_EVERY = 1.0
 
 
 def parse(data: bytes, udp_port: int | None, payload: bool = False) -> dict[str, object] | None:
@@ -68,68 +71,79 @@ def parse(data: bytes, udp_port: int | None, payload: bool = False) -> dict[str,
     return None
 
 
+class Stop(Exception):
+    """SIGTERM or SIGINT: drain what is queued, print it, and end."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stop
+
+
+def drain(
+    socks: Sequence[tuple[socket.socket, str]], snap: int, udp_port: int | None, payload: bool
+) -> None:
+    """Print every packet queued on the sockets."""
+    out = sys.stdout
+    cmsg_space = socket.CMSG_SPACE(16)
+    for sock, iface in socks:
+        while True:
+            try:
+                data, ancillary, _flags, address = sock.recvmsg(snap, cmsg_space)
+            except BlockingIOError:
+                break
+            fields = parse(data, udp_port, payload)
+            if fields is None:
+                continue
+            stamp = 0
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    sec, nsec = struct.unpack("qq", value[:16])
+                    stamp = sec * 1_000_000_000 + nsec
+            if not stamp:
+                stamp = time.time_ns()
+            fields.update({"if": iface, "out": address[2] == PACKET_OUTGOING, "t": stamp})
+            out.write(json.dumps(fields) + "\n")
+    out.flush()
+
+
 def capture(
     ifaces: Sequence[str], seconds: float, udp_port: int | None, payload: bool = False
 ) -> None:
-    stopping = False
+    """Capture until ``seconds`` passed or a signal came.
 
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    socks: dict[int, tuple[socket.socket, str]] = {}
+    The sockets are read only every DRAIN_EVERY seconds (the kernel stamped each
+    packet when it queued it): a reader woken by every packet would compete for the
+    CPU with the very processes whose timing is being measured.
+    """
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    socks: list[tuple[socket.socket, str]] = []
     for iface in ifaces:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
         sock.bind((iface, ETH_P_ALL))
         sock.setblocking(False)
-        socks[sock.fileno()] = (sock, iface)
+        socks.append((sock, iface))
     # Packets queued between socket() and bind() may come from any interface: drop them.
-    for sock, _ in socks.values():
+    for sock, _ in socks:
         while True:
             try:
                 sock.recv(1)
             except BlockingIOError:
                 break
-    print("ready", flush=True)
-    out = sys.stdout
-    deadline = time.monotonic() + seconds
-    poller = select.poll()
-    for fd in socks:
-        poller.register(fd, select.POLLIN)
-    cmsg_space = socket.CMSG_SPACE(16)
     snap = 65536 if payload else SNAP
-    while not stopping:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        try:
-            ready = poller.poll(min(left, 0.2) * 1000)
-        except InterruptedError:
-            continue
-        for fd, _ in ready:
-            sock, iface = socks[fd]
-            while True:
-                try:
-                    data, ancillary, _flags, address = sock.recvmsg(snap, cmsg_space)
-                except BlockingIOError:
-                    break
-                fields = parse(data, udp_port, payload)
-                if fields is None:
-                    continue
-                stamp = 0
-                for level, kind, value in ancillary:
-                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                        sec, nsec = struct.unpack("qq", value[:16])
-                        stamp = sec * 1_000_000_000 + nsec
-                if not stamp:
-                    stamp = time.time_ns()
-                fields.update({"if": iface, "out": address[2] == PACKET_OUTGOING, "t": stamp})
-                out.write(json.dumps(fields) + "\n")
-    out.flush()
+    print("ready", flush=True)
+    deadline = time.monotonic() + seconds
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, DRAIN_EVERY))
+            drain(socks, snap, udp_port, payload)
+    except Stop:
+        pass
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    drain(socks, snap, udp_port, payload)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
