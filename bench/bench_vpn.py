@@ -1,9 +1,12 @@
-"""trio-sudp against wireguard-go, side by side, in one run (root, Linux).
+"""trio-sudp against two wireguard-go builds, side by side, in one run (root, Linux).
 
-    sudo .venv/bin/python bench/bench_vpn.py [--quick] [--no-append] [--only veth,wg,v2,v3]
+    sudo .venv/bin/python bench/bench_vpn.py [--quick] [--no-append] [--json]
+        [--only veth,wg,wgup,v2,v3] [--wireguard-go-upstream PATH]
 
 Must run as root: it creates network namespaces and TUN devices, and installs
-``wireguard-go``, ``wireguard-tools`` and ``iperf3`` with apt-get when missing.
+``wireguard-go``, ``wireguard-tools``, ``iperf3`` and ``linux-perf`` with apt-get when
+missing. trio-sudp is driven through its command line (``python -m trio_sudp`` of the
+interpreter running this script: use the checkout's ``.venv/bin/python``).
 
 Builds two network namespaces joined by a veth pair (``sudpbench-<pid>-0`` and ``-1``;
 addresses exist only inside them, nothing is routed outside), brings up every tunnel
@@ -11,37 +14,83 @@ at once and measures them one after another:
 
 veth
     the bare veth pair (what the machine can do without a tunnel);
-wireguard-go
-    Debian's userspace WireGuard (``wireguard-go -f`` in each namespace, keys from
-    ``wg genkey``, configured with ``wg set``, MTU 1420);
+wireguard-go 0.0.20220316 (``wg``)
+    Debian's userspace WireGuard (``/usr/bin/wireguard-go -f`` in each namespace,
+    keys from ``wg genkey``, configured with ``wg set``, MTU 1420);
+wireguard-go 0.0.20250522 (``wgup``)
+    upstream's, with the 2023 offload work (TUN TSO/GRO, UDP GSO/GRO), from
+    ``../shared/bin/wireguard-go`` next to the checkout when present (or
+    ``--wireguard-go-upstream``); configured the same way. Interface names are unique
+    across namespaces and builds: wireguard-go's control sockets in
+    ``/var/run/wireguard`` are shared by all namespaces;
 trio-sudp v2, trio-sudp v3
     the real daemons: ``trio-sudp serve`` in namespace 0, ``trio-sudp connect`` in
-    namespace 1, configurations made with ``trio_sudp.config`` (default MTUs: 1420
-    for v2, 1400 for v3).
+    namespace 1, configured with ``trio-sudp config`` (default MTUs: 1420 for v2,
+    1400 for v3).
 
-For each: the median RTT of pings over the idle tunnel; iperf3 TCP, one stream,
-client (namespace 1) to server (namespace 0), in rounds interleaved across the
-tunnels (best round shown, all listed); the highest rate of 1400-byte UDP datagrams
-(``iperf3 -u -l 1400``) received with less than 1 % loss, found by doubling the
-offered rate and then bisecting; and the CPU each tunnel process spends per packet:
-its utime+stime (``/proc/<pid>/stat``, all threads) over the TCP rounds divided by
-the packets that crossed its tunnel device in either direction (``ip -s -j link``
-counters; for trio-sudp its own device counters from ``show --json``, because a GSO
-write of many TCP segments is one packet to the kernel's counter: trio-sudp counts
-the segments, the packets the kernel would have counted without offload). The UDP
-search also records CPU per packet at its best rate. A 1400-byte datagram is a
-1428-byte IP packet, more than every tunnel's MTU: the kernel sends it as two
-fragments, two tunnel packets (the same for every tunnel).
+Measurements, each phase across all tunnels before the next:
+
+RTT
+    the median of pings over the idle tunnel (``ping -i 0.05``).
+TCP
+    iperf3, one stream, client (namespace 1) to server (namespace 0), in rounds
+    interleaved across the tunnels (best round shown, all listed).
+CPU per Gbit
+    the CPU seconds both tunnel processes used together (utime+stime of all threads,
+    ``/proc/<pid>/stat``) over all TCP rounds, per Gbit iperf3 received. Bytes, not
+    packets: upstream wireguard-go reads 64 KB TCP super-packets from its TUN device,
+    so "per kernel packet" would flatter it. CPU µs per packet (the earlier measure)
+    is still in the details table: packets through the tunnel device in both
+    directions (``ip -s -j link``; for trio-sudp its own device counters from
+    ``show --json``, which count the segments of a GSO write).
+UDP
+    the highest rate of 1400-byte datagrams (``iperf3 -u -l 1400``) received with
+    less than 1 % loss, found by doubling the offered rate and then bisecting. A
+    1400-byte datagram is a 1428-byte IP packet, more than every tunnel's MTU: the
+    kernel sends it as two fragments, two tunnel packets (the same for every tunnel).
+Per-hop RTT
+    where the time of one idle ping goes. A capture helper (``netcapture.py``: one
+    ``AF_PACKET`` socket per interface with kernel timestamps, ``SO_TIMESTAMPNS``)
+    runs in each namespace on its tunnel device and its veth, and the client pings
+    the server through the tunnel, one echo every 50 ms (as for the RTT). Each echo
+    is found at eight points, all stamped by the same kernel clock: the request
+    leaving the client's TUN device (t1: the kernel queues it for the client
+    daemon), its encrypted datagram leaving the client's veth (t2) and arriving on
+    the server's veth (t3: the same datagram, matched by its first 48 payload bytes,
+    which hold a random nonce), the request arriving from the server's TUN device
+    (t4: the server daemon wrote it), the reply leaving the server's TUN (t5), its
+    datagram on both veths (t6, t7), and the reply arriving from the client's TUN
+    (t8). Hops: client daemon out t2-t1 (wakeup, TUN read, encrypt, UDP send), wire
+    t3-t2, server daemon in t4-t3 (UDP receive, wakeup, decrypt, TUN write), server
+    kernel (ICMP echo) t5-t4, server daemon out t6-t5, wire t7-t6, client daemon in
+    t8-t7; what ping reports beyond t8-t1 is the client kernel and ping itself. Each
+    hop is the median over the echoes; only data datagrams count (SUDP kind 4,
+    WireGuard type 4), so a keepalive sent meanwhile is not taken for the echo. The
+    capture sockets add a copy per packet at each tap (a few µs in all); they are
+    read once a second, so no capture process wakes up per packet.
+Batching (trio-sudp)
+    one more TCP run per trio-sudp tunnel, with the daemons' system calls counted by
+    ``perf stat`` (syscall tracepoints; in-kernel counting, but it slows each call a
+    little, so this run's throughput is not the TCP figure). UDP datagrams per send
+    call (``sendmsg``/``sendmmsg``/``sendto``) and per receive call, TUN packets per
+    ``read``/``readv`` and per ``write``/``writev``, and datagrams per wakeup (a
+    wakeup: a voluntary context switch of the daemon, i.e. its event loop slept in
+    ``epoll_wait`` and was woken; ``/proc/<pid>/task/*/status``; a busy loop rarely
+    sleeps) and per ``epoll_wait`` call (one turn of the event loop). Datagrams are the
+    peers' packet counters in ``show --json`` (data packets; keepalives are few);
+    the daemons' own UDP counters are used instead where ``show --json`` has them.
 
 These machines are shared: before starting, and whenever a measurement finds other
 processes (outside our namespaces) using more than 10 % of a CPU, the benchmark waits
 for quiet (``--wait-quiet``, 300 s in all by default) and repeats that measurement;
-what stayed disturbed is said in the report.
+what stayed disturbed is said in the report. Their absolute speed differs from run to
+run by up to 2.5x: only ratios within one run mean anything.
 
-Everything is printed as one table with ratios to wireguard-go and appended with the
-date, the command and the machine to ``bench/RESULTS.md`` (``--no-append`` to
-skip). Namespaces, processes and temporary files are always removed, on errors and
-on Ctrl-C or SIGTERM too; ``--keep-logs`` keeps the daemons' logs.
+Everything is printed as tables with ratios to each wireguard-go and appended with
+the date, the command and the machine to ``bench/RESULTS.md`` (``--no-append`` to
+skip); ``--json`` also prints the whole result as one JSON object on the last line.
+Namespaces, processes and temporary files are always removed, on errors and on
+Ctrl-C or SIGTERM too; ``--keep-logs`` keeps the daemons' logs and captures.
 """
 
 from __future__ import annotations
@@ -51,13 +100,10 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,15 +112,52 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+from benchlab import (
+    CHECKOUT,
+    DISTURBED,
+    HERE,
+    VETH_IP,
+    BenchError,
+    Daemon,
+    Iperf,
+    Lab,
+    SudpPair,
+    SyscallCounter,
+    check_host,
+    cleanup_stale,
+    cpu_seconds,
+    cpu_used,
+    ensure_tools,
+    fmt,
+    host_cpu,
+    install_signal_handlers,
+    machine,
+    make_sudp_config,
+    markdown,
+    package_version,
+    ratio,
+    run,
+    sudp_drops,
+    sudp_install,
+    sudp_pair,
+    tool_version,
+    voluntary_switches,
+    wait_for,
+    wait_quiet,
+)
+
 RESULTS = HERE / "RESULTS.md"
 PREFIX = "sudpbench-"
+VETH_DEV = ("veth0", "veth1")
+SIDES = ("server", "client")
 
-#: The veth link between the namespaces (the tunnels' outer network).
-VETH_IP = ("10.201.0.1", "10.201.0.2")
-#: WireGuard's tunnel addresses.
-WG_IP = ("10.202.0.1", "10.202.0.2")
-WG_PORT = 51820
+DEBIAN_WG = "/usr/bin/wireguard-go"
+UPSTREAM_WG = CHECKOUT.parent / "shared" / "bin" / "wireguard-go"
+#: WireGuard builds: tunnel addresses and ports of their own, so all run at once.
+WG = {
+    "wg": {"ip": ("10.202.0.1", "10.202.0.2"), "port": 51820, "tag": "wgd"},
+    "wgup": {"ip": ("10.206.0.1", "10.206.0.2"), "port": 51821, "tag": "wgu"},
+}
 WG_MTU = 1420
 #: trio-sudp v2 and v3 run side by side: each its own tunnel network and port.
 SUDP_NETWORK = {2: "10.203.0.1/24", 3: "10.204.0.1/24"}
@@ -82,326 +165,12 @@ SUDP_PORT = {2: 7002, 3: 7003}
 
 UDP_LEN = 1400
 LOSS_LIMIT = 1.0  # per cent
-#: Every setup command gets this long; measurements get their duration plus this.
-COMMAND_TIMEOUT = 30.0
-TUNNELS = ("veth", "wg", "v2", "v3")
-PACKAGES = {"wireguard-go": "wireguard-go", "wg": "wireguard-tools", "iperf3": "iperf3"}
-CLOCK_TICK = os.sysconf("SC_CLK_TCK")
-
-
-class BenchError(Exception):
-    """A step failed; the message says which and why."""
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def run(
-    argv: Sequence[str],
-    *,
-    timeout: float = COMMAND_TIMEOUT,
-    check: bool = True,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run a command, capturing text output; raise :class:`BenchError` on failure."""
-    try:
-        done = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, env=env, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"timed out after {timeout:g} s: {shlex.join(argv)}") from None
-    if check and done.returncode != 0:
-        raise BenchError(
-            f"{shlex.join(argv)} exited {done.returncode}\n{done.stdout}{done.stderr}".rstrip()
-        )
-    return done
-
-
-def wait_for(predicate: Callable[[], bool], limit: float, what: str) -> None:
-    """Poll a condition with a deadline."""
-    deadline = time.monotonic() + limit
-    delay = 0.01
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {limit:g} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    # fields[0] is the state (field 3 of proc(5)); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
-
-
-def host_cpu() -> tuple[float, float]:
-    """Busy and total CPU seconds of the whole machine (``/proc/stat``)."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])  # guest time is already counted in user
-    return (total - idle) / CLOCK_TICK, total / CLOCK_TICK
-
-
-#: Other processes using more than this per cent of one CPU during a measurement
-#: disturb it: it is repeated once they are gone (or marked as disturbed).
-DISTURBED = 10.0
-
-
-def other_processes(exclude_ns: frozenset[int] = frozenset()) -> dict[int, tuple[str, float]]:
-    """Command and CPU seconds of every user process but this one and those in our namespaces.
-
-    Kernel threads are left out: they also do our own packets' softirq work.
-    """
-    out: dict[int, tuple[str, float]] = {}
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if exclude_ns and os.stat(f"/proc/{entry}/ns/net").st_ino in exclude_ns:
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            if argv == [b""]:
-                continue  # a kernel thread
-            name = " ".join(a.decode(errors="replace") for a in argv[:3] if a)
-            out[int(entry)] = (name[:60], cpu_seconds(int(entry)))
-    return out
-
-
-def cpu_used(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> float:
-    """CPU seconds the processes of ``after`` used since ``before`` (new ones: all of it)."""
-    return sum(cpu - (before[pid][1] if pid in before else 0.0) for pid, (_, cpu) in after.items())
-
-
-def background_load(
-    exclude_ns: frozenset[int] = frozenset(), seconds: float = 2.0
-) -> tuple[float, list[str]]:
-    """Per cent of one CPU other processes use, and the busiest of them."""
-    before = other_processes(exclude_ns)
-    time.sleep(seconds)
-    after = other_processes(exclude_ns)
-    used = []
-    for pid, (name, cpu) in after.items():
-        share = 100 * (cpu - before[pid][1]) / seconds if pid in before else 0.0
-        if share >= 5:
-            used.append((share, f"{name} ({share:.0f} %)"))
-    busy = 100 * cpu_used(before, after) / seconds
-    return busy, [text for _, text in sorted(used, reverse=True)[:3]]
-
-
-def wait_quiet(limit: float, exclude_ns: frozenset[int] = frozenset()) -> tuple[float, str]:
-    """Wait up to ``limit`` s for other processes to use < DISTURBED % of a CPU; describe it."""
-    deadline = time.monotonic() + limit
-    while True:
-        busy, top = background_load(exclude_ns)
-        text = f"other processes used {busy:.0f} % of a CPU" + (
-            f" ({', '.join(top)})" if top else ""
-        )
-        if busy < DISTURBED or time.monotonic() >= deadline:
-            return busy, text
-        print(f"  waiting for the machine to be quiet: {text}", flush=True)
-        time.sleep(5)
-
-
-def ensure_tools() -> None:
-    """Install wireguard-go, wireguard-tools and iperf3 with apt-get if missing."""
-    missing = sorted({pkg for tool, pkg in PACKAGES.items() if shutil.which(tool) is None})
-    if not missing:
-        return
-    if shutil.which("apt-get") is None:
-        raise BenchError(f"missing {', '.join(missing)} and no apt-get to install them")
-    print(f"installing {' '.join(missing)} with apt-get ...", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
-    done = run(install, timeout=900, check=False, env=env)
-    if done.returncode != 0:
-        run(["apt-get", "update"], timeout=900, check=False, env=env)
-        done = run(install, timeout=900, check=False, env=env)
-    still = [tool for tool in PACKAGES if shutil.which(tool) is None]
-    if done.returncode != 0 or still:
-        raise BenchError(
-            f"could not install {' '.join(missing)} with apt-get (exit {done.returncode}); "
-            f"install them by hand.\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
-        )
-
-
-def tool_version(argv: Sequence[str]) -> str:
-    try:
-        done = run(argv, timeout=10, check=False)
-    except BenchError:
-        return "?"
-    text = (done.stdout or done.stderr).strip().splitlines()
-    return text[0].strip() if text else "?"
-
-
-def package_version(name: str) -> str:
-    try:
-        done = run(["dpkg-query", "-W", "-f", "${Version}", name], timeout=10, check=False)
-    except (BenchError, FileNotFoundError):
-        return "?"
-    return done.stdout.strip() or "?"
-
-
-# ----------------------------------------------------------------------------- namespaces
-
-
-@dataclass
-class Daemon:
-    """A process started in a namespace (``ip netns exec`` keeps the pid)."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def text(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def wait_for_log(self, marker: str, limit: float = 30.0) -> None:
-        def seen() -> bool:
-            if self.process.poll() is not None:
-                raise BenchError(
-                    f"{self.name} exited with {self.process.returncode}:\n{self.text()[-3000:]}"
-                )
-            return marker in self.text()
-
-        wait_for(seen, limit, f"{marker!r} in the log of {self.name}")
-
-
-class Lab:
-    """Two namespaces on one veth pair, and every process started in them."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        pid = os.getpid()
-        self.ns = (f"{PREFIX}{pid}-0", f"{PREFIX}{pid}-1")
-        self.daemons: list[Daemon] = []
-        self._created: list[str] = []
-        #: The namespaces' inodes: processes in them are ours.
-        self.ns_inodes: frozenset[int] = frozenset()
-        #: How long to wait, in all, for other processes to stop disturbing measurements.
-        self.patience = 0.0
-
-    # -- setup and teardown
-
-    def build(self) -> None:
-        for ns in self.ns:
-            run(["ip", "netns", "add", ns])
-            self._created.append(ns)
-            run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        a, b = self.ns
-        run(["ip", "-n", a, "link", "add", "veth0", "type", "veth",
-             "peer", "name", "veth1", "netns", b])  # fmt: skip
-        for ns, dev, ip in ((a, "veth0", VETH_IP[0]), (b, "veth1", VETH_IP[1])):
-            run(["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev])
-            run(["ip", "-n", ns, "link", "set", dev, "up"])
-        self.ns_inodes = frozenset(os.stat(f"/run/netns/{ns}").st_ino for ns in self.ns)
-        wait_for(lambda: self.ping_ok(VETH_IP[0]), 10, "the veth link")
-
-    def others(self) -> dict[int, tuple[str, float]]:
-        return other_processes(self.ns_inodes)
-
-    def wait_quiet(self) -> None:
-        """Wait (within what is left of ``patience``) for other load to go away."""
-        start = time.monotonic()
-        wait_quiet(self.patience, self.ns_inodes)
-        self.patience = max(0.0, self.patience - (time.monotonic() - start))
-
-    def stop(self, daemon: Daemon, limit: float = 15.0) -> None:
-        """SIGTERM, then SIGKILL; forget the process."""
-        proc = daemon.process
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=limit)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=limit)
-        if daemon in self.daemons:
-            self.daemons.remove(daemon)
-
-    def teardown(self) -> None:
-        """Kill every process we started and delete the namespaces; Ctrl-C is ignored."""
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            for daemon in list(self.daemons):
-                with contextlib.suppress(Exception):
-                    self.stop(daemon, limit=5)
-            for ns in self._created:
-                delete_namespace(ns)
-            self._created.clear()
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-    # -- running things
-
-    def spawn(
-        self, node: int, name: str, argv: Sequence[str], env: dict[str, str] | None = None
-    ) -> Daemon:
-        log = self.tmp / f"{name}.log"
-        with log.open("wb") as handle:
-            process = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns[node], *argv],
-                stdin=subprocess.DEVNULL,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        daemon = Daemon(name, process, log)
-        self.daemons.append(daemon)
-        return daemon
-
-    def run(
-        self,
-        node: int,
-        argv: Sequence[str],
-        *,
-        timeout: float = COMMAND_TIMEOUT,
-        check: bool = True,
-    ) -> subprocess.CompletedProcess[str]:
-        return run(["ip", "netns", "exec", self.ns[node], *argv], timeout=timeout, check=check)
-
-    def ping_ok(self, target: str, node: int = 1) -> bool:
-        done = self.run(node, ["ping", "-n", "-q", "-c", "1", "-W", "1", target], check=False)
-        return done.returncode == 0
-
-    def link_packets(self, node: int, dev: str) -> int:
-        """Packets through ``dev`` in both directions (kernel counters)."""
-        out = self.run(node, ["ip", "-s", "-j", "link", "show", "dev", dev]).stdout
-        stats = json.loads(out)[0]["stats64"]
-        return int(stats["rx"]["packets"]) + int(stats["tx"]["packets"])
-
-
-def delete_namespace(ns: str) -> None:
-    """Kill what runs in a namespace of ours, then delete it."""
-    done = subprocess.run(
-        ["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=COMMAND_TIMEOUT
-    )
-    for pid in done.stdout.split():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid), signal.SIGKILL)
-    subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=COMMAND_TIMEOUT)
-
-
-def cleanup_stale() -> None:
-    """Delete namespaces left by a bench run that was killed."""
-    if not os.path.isdir("/run/netns"):
-        return
-    for ns in os.listdir("/run/netns"):
-        pid = ns.removeprefix(PREFIX).split("-", 1)[0]
-        if ns.startswith(PREFIX) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-            print(f"removing stale namespace {ns}", flush=True)
-            delete_namespace(ns)
+TUNNELS = ("veth", "wg", "wgup", "v2", "v3")
+#: The references, the modern one first: ratios are given to each.
+REFERENCES = ("wgup", "wg")
+REFERENCE_SHORT = {"wgup": "wg 2025", "wg": "wg 2022"}
+PACKAGES = {"wg": "wireguard-tools", "iperf3": "iperf3"}
+OPTIONAL_PACKAGES = {"perf": "linux-perf"}
 
 
 # ----------------------------------------------------------------------------- tunnels
@@ -411,14 +180,19 @@ def cleanup_stale() -> None:
 class Tunnel:
     """A tunnel under test: where to send to, and which process moves packets on each side."""
 
+    key: str
     name: str
     #: The server's address as the client namespace reaches it.
     target: str
     #: Tunnel device (in namespace 0, namespace 1), None for the bare veth.
     devices: tuple[str, str] | None = None
     daemons: tuple[Daemon, Daemon] | None = None
-    #: Called after the measurements: extra facts (e.g. drop counters).
-    describe: Callable[[], dict[str, Any]] | None = None
+    #: The outer UDP port (server side), for captures.
+    udp_port: int | None = None
+    #: Whether a captured UDP payload (its first bytes) is a data message.
+    is_data: Callable[[bytes], bool] | None = None
+    #: trio-sudp's daemons, for ``show --json``.
+    pair: SudpPair | None = None
     #: Packets each side moved through its device, when the kernel's link counters
     #: would not say (trio-sudp's GSO writes); None: the link counters.
     packet_counts: Callable[[], tuple[int, int]] | None = None
@@ -426,14 +200,23 @@ class Tunnel:
 
 @contextlib.contextmanager
 def veth_tunnel(lab: Lab) -> Iterator[Tunnel]:
-    yield Tunnel("veth", VETH_IP[0])
+    yield Tunnel("veth", "veth", VETH_IP[0])
+
+
+def wireguard_version(binary: str) -> str:
+    """``0.0.20250522`` from ``wireguard-go --version``."""
+    found = re.search(r"v?(\d+\.\d+\.\d+)", tool_version([binary, "--version"]))
+    return found.group(1) if found else "?"
 
 
 @contextlib.contextmanager
-def wireguard_tunnel(lab: Lab) -> Iterator[Tunnel]:
+def wireguard_tunnel(lab: Lab, key: str, binary: str) -> Iterator[Tunnel]:
+    spec = WG[key]
+    ips, port = spec["ip"], spec["port"]
+    assert isinstance(ips, tuple) and isinstance(port, int)
     # /var/run/wireguard/<dev>.sock is shared by the namespaces: unique device names.
     tag = os.getpid() % 100000
-    devs = (f"wgb{tag}s", f"wgb{tag}c")
+    devs = (f"{spec['tag']}{tag}s", f"{spec['tag']}{tag}c")
     env = {
         **os.environ,
         "WG_PROCESS_FOREGROUND": "1",
@@ -443,29 +226,35 @@ def wireguard_tunnel(lab: Lab) -> Iterator[Tunnel]:
     keys = []
     for i in (0, 1):
         private = run(["wg", "genkey"]).stdout.strip()
-        public = subprocess.run(
-            ["wg", "pubkey"], input=private, capture_output=True, text=True, timeout=10, check=True
-        )
-        key_file = lab.tmp / f"wg{i}.key"
+        public = run(["wg", "pubkey"], stdin=private).stdout.strip()
+        key_file = lab.tmp / f"{key}{i}.key"
         key_file.write_text(private + "\n")
         key_file.chmod(0o600)
-        keys.append((key_file, public.stdout.strip()))
+        keys.append((key_file, public))
     daemons = []
     for i, dev in enumerate(devs):
-        daemons.append(lab.spawn(i, f"wireguard-go-{i}", ["wireguard-go", "-f", dev], env=env))
+        daemons.append(lab.spawn(i, f"{key}-{i}", [binary, "-f", dev], env=env))
     try:
         for i, dev in enumerate(devs):
             sock = Path(f"/var/run/wireguard/{dev}.sock")
             wait_for(sock.exists, 15, f"wireguard-go's socket {sock}")
             other = 1 - i
             lab.run(i, ["wg", "set", dev, "private-key", str(keys[i][0]),
-                        "listen-port", str(WG_PORT),
-                        "peer", keys[other][1], "allowed-ips", f"{WG_IP[other]}/32",
-                        "endpoint", f"{VETH_IP[other]}:{WG_PORT}"])  # fmt: skip
-            lab.run(i, ["ip", "addr", "add", f"{WG_IP[i]}/24", "dev", dev])
+                        "listen-port", str(port),
+                        "peer", keys[other][1], "allowed-ips", f"{ips[other]}/32",
+                        "endpoint", f"{VETH_IP[other]}:{port}"])  # fmt: skip
+            lab.run(i, ["ip", "addr", "add", f"{ips[i]}/24", "dev", dev])
             lab.run(i, ["ip", "link", "set", dev, "mtu", str(WG_MTU), "up"])
-        wait_for(lambda: lab.ping_ok(WG_IP[0]), 20, "a ping through wireguard-go")
-        yield Tunnel("wireguard-go", WG_IP[0], devs, (daemons[0], daemons[1]))
+        wait_for(lambda: lab.ping_ok(ips[0]), 20, f"a ping through {binary}")
+        yield Tunnel(
+            key,
+            f"wireguard-go {wireguard_version(binary)}",
+            ips[0],
+            devs,
+            (daemons[0], daemons[1]),
+            udp_port=port,
+            is_data=lambda head: len(head) >= 1 and head[0] == 4,
+        )
     finally:
         for daemon in daemons:
             lab.stop(daemon)
@@ -474,80 +263,34 @@ def wireguard_tunnel(lab: Lab) -> Iterator[Tunnel]:
                 os.unlink(f"/var/run/wireguard/{dev}.sock")
 
 
-def sudp_show(socket_path: Path) -> dict[str, Any]:
-    """A daemon's ``show --json`` document, asked in-process (a few ms, no subprocess)."""
-    from trio_sudp.daemon.control import request
-
-    return request(socket_path, "show", timeout=20)
-
-
 @contextlib.contextmanager
 def sudp_tunnel(lab: Lab, version: int, log_level: str) -> Iterator[Tunnel]:
-    from trio_sudp.config import add_client, init_server
-
-    tmp = lab.tmp / f"v{version}"
-    tmp.mkdir()
-    sockets = (tmp / "server.sock", tmp / "client.sock")
-    server_conf, client_conf = tmp / "server.toml", tmp / "client.toml"
     port = SUDP_PORT[version]
-    init_server(
-        server_conf,
-        listen=f"0.0.0.0:{port}",
-        networks=[SUDP_NETWORK[version]],
-        endpoint=f"{VETH_IP[0]}:{port}",
-        version=version,
-        control_socket=sockets[0],
+    config = make_sudp_config(
+        lab.tmp / f"v{version}", version, port, SUDP_NETWORK[version], VETH_IP[0]
     )
-    add_client(server_conf, client_conf, name="bench", version=version, control_socket=sockets[1])
-    command = [sys.executable, "-m", "trio_sudp"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    server = lab.spawn(
-        0,
-        f"sudp-v{version}-server",
-        [*command, "serve", "-c", str(server_conf), "--log-level", log_level],
-        env=env,
-    )
-    client: Daemon | None = None
-    try:
-        server.wait_for_log("serving on")
-        client = lab.spawn(
-            1,
-            f"sudp-v{version}-client",
-            [*command, "connect", "-c", str(client_conf), "--log-level", log_level],
-            env=env,
-        )
-        client.wait_for_log("tunnel up")
-        target = SUDP_NETWORK[version].split("/")[0]
-        wait_for(lambda: lab.ping_ok(target), 20, f"a ping through trio-sudp v{version}")
-        wait_for(sockets[0].exists, 10, "the server's control socket")
-        wait_for(sockets[1].exists, 10, "the client's control socket")
-        devs = (sudp_show(sockets[0])["interface"], sudp_show(sockets[1])["interface"])
-
-        def describe() -> dict[str, Any]:
-            facts: dict[str, Any] = {}
-            for side, sock in zip(("server", "client"), sockets, strict=True):
-                status = sudp_show(sock)
-                drops = dict(status.get("drops") or {})
-                for peer in status.get("peers", []):
-                    for reason, count in (peer.get("drops") or {}).items():
-                        drops[f"peer:{reason}"] = drops.get(f"peer:{reason}", 0) + count
-                facts[f"{side} drops"] = drops
-            return facts
+    with sudp_pair(lab, config, log_level) as pair:
+        server, client = pair.show()
+        devs = (server["interface"], client["interface"])
 
         def packet_counts() -> tuple[int, int]:
             counts = []
-            for sock in sockets:
-                device = sudp_show(sock)["device"]
+            for status in pair.show():
+                device = status["device"]
                 counts.append(int(device["rx_packets"]) + int(device["tx_packets"]))
             return counts[0], counts[1]
 
         yield Tunnel(
-            f"trio-sudp v{version}", target, devs, (server, client), describe, packet_counts
+            f"v{version}",
+            f"trio-sudp v{version}",
+            config.target,
+            devs,
+            pair.daemons,
+            udp_port=port,
+            is_data=lambda head: len(head) >= 2 and head[1] == 4,
+            pair=pair,
+            packet_counts=packet_counts,
         )
-    finally:
-        if client is not None:
-            lab.stop(client)
-        lab.stop(server)
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -564,30 +307,42 @@ class CpuSample:
     at: float
 
 
-def sample(lab: Lab, tunnel: Tunnel) -> CpuSample:
+def sample(lab: Lab, tunnel: Tunnel, *, before: bool) -> CpuSample:
+    """CPU, time and packet counters; the slow packet counters (``show --json`` runs a
+    command) are read before the clock when starting and after it when ending, so the
+    interval holds only the measurement."""
+    packets = (0, 0)
+
+    def count() -> tuple[int, int]:
+        if tunnel.daemons is None or tunnel.devices is None:
+            return 0, 0
+        if tunnel.packet_counts is not None:
+            return tunnel.packet_counts()
+        return lab.link_packets(0, tunnel.devices[0]), lab.link_packets(1, tunnel.devices[1])
+
+    if before:
+        packets = count()
     others = lab.others()
-    if tunnel.daemons is None or tunnel.devices is None:
-        return CpuSample((0.0, 0.0), (0, 0), host_cpu(), others, time.monotonic())
-    cpu = (cpu_seconds(tunnel.daemons[0].pid), cpu_seconds(tunnel.daemons[1].pid))
-    if tunnel.packet_counts is not None:
-        packets = tunnel.packet_counts()
-    else:
-        packets = (
-            lab.link_packets(0, tunnel.devices[0]),
-            lab.link_packets(1, tunnel.devices[1]),
-        )
-    return CpuSample(cpu, packets, host_cpu(), others, time.monotonic())
+    cpu = (0.0, 0.0)
+    if tunnel.daemons is not None:
+        cpu = (cpu_seconds(tunnel.daemons[0].pid), cpu_seconds(tunnel.daemons[1].pid))
+    at, host = time.monotonic(), host_cpu()
+    if not before:
+        packets = count()
+    return CpuSample(cpu, packets, host, others, at)
 
 
 @dataclass
 class CpuCost:
-    """CPU per packet, packets per second and CPU share, per side (server, client).
+    """CPU per packet and per bit, packets per second and CPU share, per side (server, client).
 
     Built from one or more measured intervals (``add``): totals, not an average of ratios.
     """
 
     cpu: list[float] = field(default_factory=lambda: [0.0, 0.0])
     packets: list[int] = field(default_factory=lambda: [0, 0])
+    #: Payload bits the receiver got meanwhile (iperf3).
+    bits: float = 0.0
     host_busy: float = 0.0
     host_total: float = 0.0
     #: CPU seconds of processes not ours (another benchmark, a test run, ...).
@@ -607,6 +362,7 @@ class CpuCost:
         for side in (0, 1):
             self.cpu[side] += other.cpu[side]
             self.packets[side] += other.packets[side]
+        self.bits += other.bits
         self.host_busy += other.host_busy
         self.host_total += other.host_total
         self.others += other.others
@@ -628,6 +384,13 @@ class CpuCost:
         return us[0], us[1]
 
     @property
+    def seconds_per_gbit(self) -> float | None:
+        """CPU seconds of both sides together per Gbit received."""
+        if not self.measured or self.bits <= 0:
+            return None
+        return sum(self.cpu) / (self.bits / 1e9)
+
+    @property
     def packets_per_second(self) -> tuple[float, float]:
         elapsed = max(self.elapsed, 1e-9)
         return self.packets[0] / elapsed, self.packets[1] / elapsed
@@ -643,6 +406,19 @@ class CpuCost:
         capacity = self.elapsed * (os.cpu_count() or 1)
         return 100 * self.host_busy / capacity if capacity > 0 else 0.0
 
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "cpu_seconds": self.cpu,
+            "packets": self.packets,
+            "bits": self.bits,
+            "elapsed": self.elapsed,
+            "us_per_packet": self.us_per_packet if self.measured else None,
+            "cpu_seconds_per_gbit": self.seconds_per_gbit,
+            "cpu_percent": self.cpu_percent,
+            "host_percent": self.host_percent,
+            "others_percent": self.others_percent,
+        }
+
 
 @dataclass
 class UdpTrial:
@@ -653,8 +429,22 @@ class UdpTrial:
     cpu: CpuCost
 
 
+#: The hops of one ping, in order (t2-t1, ..., t8-t7), then what ping adds.
+HOPS = (
+    "client out",
+    "wire →",
+    "server in",
+    "server kernel",
+    "server out",
+    "wire ←",
+    "client in",
+    "ping + client kernel",
+)
+
+
 @dataclass
 class Result:
+    key: str
     name: str
     #: Received Mbit/s of each TCP round.
     tcp_rounds: list[float] = field(default_factory=list)
@@ -664,6 +454,12 @@ class Result:
     trials: list[UdpTrial] = field(default_factory=list)
     #: Every ping's RTT in ms.
     rtts: list[float] = field(default_factory=list)
+    #: Per-hop µs of each captured echo (HOPS order), and ping's RTT (ms) of those.
+    hops: list[list[float]] = field(default_factory=list)
+    hop_rtts: list[float] = field(default_factory=list)
+    hop_echoes: int = 0
+    #: The batching run (trio-sudp).
+    batching: dict[str, Any] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     #: Measurements kept although other processes disturbed them (after retries).
@@ -692,37 +488,48 @@ class Result:
         """The median RTT: the VM's scheduling adds rare multi-millisecond outliers."""
         return statistics.median(self.rtts) if self.rtts else None
 
+    @property
+    def cpu_per_gbit(self) -> float | None:
+        return self.tcp_cpu.seconds_per_gbit
 
-class Iperf:
-    """An iperf3 server in namespace 0, restarted if a test leaves it stuck."""
+    @property
+    def hop_medians(self) -> list[float] | None:
+        if not self.hops:
+            return None
+        return [statistics.median(h[i] for h in self.hops) for i in range(len(HOPS))]
 
-    def __init__(self, lab: Lab) -> None:
-        self.lab = lab
-        self.daemon: Daemon | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        if self.daemon is not None:
-            self.lab.stop(self.daemon, limit=5)
-        self.starts += 1
-        argv = ["iperf3", "-s", "--forceflush"]
-        self.daemon = self.lab.spawn(0, f"iperf3-server-{self.starts}", argv)
-        self.daemon.wait_for_log("Server listening", limit=10)
-
-    def client(self, target: str, args: Sequence[str], seconds: float) -> dict[str, Any]:
-        argv = ["iperf3", "-c", target, "-J", "-t", f"{seconds:g}", "--connect-timeout", "5000"]
-        last = ""
-        for _attempt in range(3):
-            done = self.lab.run(1, [*argv, *args], timeout=seconds + 30, check=False)
-            try:
-                data: dict[str, Any] = json.loads(done.stdout)
-            except json.JSONDecodeError:
-                data = {"error": done.stdout[-500:] + done.stderr[-500:]}
-            if done.returncode == 0 and "error" not in data:
-                return data
-            last = str(data.get("error"))
-            self.start()  # a failed test can leave the server busy
-        raise BenchError(f"iperf3 {' '.join(args)} to {target} failed: {last}")
+    def as_json(self) -> dict[str, Any]:
+        best = self.udp_best
+        return {
+            "key": self.key,
+            "name": self.name,
+            "tcp_mbit": self.tcp,
+            "tcp_rounds": self.tcp_rounds,
+            "tcp_retransmits": self.tcp_retransmits,
+            "tcp_cpu": self.tcp_cpu.as_json(),
+            "cpu_seconds_per_gbit": self.cpu_per_gbit,
+            "udp_mbit": self.udp,
+            "udp_best": None
+            if best is None
+            else {"offered": best.offered, "received": best.received, "loss": best.loss},
+            "udp_trials": [
+                {"offered": t.offered, "sent": t.sent, "received": t.received, "loss": t.loss}
+                for t in self.trials
+            ],
+            "rtt_ms": self.rtt,
+            "rtts": self.rtts,
+            "hops_us": None
+            if self.hop_medians is None
+            else dict(zip(HOPS, self.hop_medians, strict=True)),
+            "hop_echoes": self.hop_echoes,
+            "hop_rtt_ms": statistics.median(self.hop_rtts) if self.hop_rtts else None,
+            "batching": self.batching,
+            "tcp_drops": self.tcp_drops,
+            "udp_drops": self.udp_drops,
+            "facts": self.facts,
+            "disturbed": self.disturbed,
+            "error": self.error,
+        }
 
 
 def measure_rtt(lab: Lab, tunnel: Tunnel, count: int, result: Result) -> None:
@@ -758,9 +565,10 @@ def undisturbed(
 def measure_tcp(lab: Lab, iperf: Iperf, tunnel: Tunnel, seconds: float, result: Result) -> None:
     def once() -> tuple[dict[str, Any], CpuCost]:
         cpu = CpuCost()
-        before = sample(lab, tunnel)
+        before = sample(lab, tunnel, before=True)
         data = iperf.client(tunnel.target, [], seconds)
-        cpu.add(before, sample(lab, tunnel))
+        cpu.add(before, sample(lab, tunnel, before=False))
+        cpu.bits = float(data["end"]["sum_received"]["bytes"]) * 8
         return data, cpu
 
     before = drop_counters(lab, tunnel)
@@ -770,11 +578,10 @@ def measure_tcp(lab: Lab, iperf: Iperf, tunnel: Tunnel, seconds: float, result: 
     result.tcp_rounds.append(end["sum_received"]["bits_per_second"] / 1e6)
     result.tcp_retransmits += int(end["sum_sent"].get("retransmits") or 0)
     result.tcp_cpu.merge(cpu)
-    us = result.tcp_cpu.us_per_packet if result.tcp_cpu.measured else (None, None)
     print(
-        f"  {tunnel.name:14} {result.tcp_rounds[-1]:7.0f} Mbit/s, "
+        f"  {tunnel.name:26} {result.tcp_rounds[-1]:7.0f} Mbit/s, "
         f"{end['sum_sent'].get('retransmits')} retransmits; "
-        f"CPU µs/pkt so far {fmt(us[0], 2)} server, {fmt(us[1], 2)} client",
+        f"CPU s/Gbit so far {fmt(result.cpu_per_gbit, 2)}",
         flush=True,
     )
 
@@ -787,9 +594,9 @@ def udp_trial(
 
     def once() -> tuple[dict[str, Any], CpuCost]:
         cpu = CpuCost()
-        before = sample(lab, tunnel)
+        before = sample(lab, tunnel, before=True)
         end: dict[str, Any] = iperf.client(tunnel.target, args, seconds)["end"]
-        cpu.add(before, sample(lab, tunnel))
+        cpu.add(before, sample(lab, tunnel, before=False))
         return end, cpu
 
     end, cpu = undisturbed(lab, tunnel, once, result)
@@ -830,7 +637,7 @@ def search_udp(
         else:
             verdict = "ok"
         print(
-            f"  {tunnel.name:14} {rate:7.0f} Mbit/s offered: sent {t.sent:7.1f}, "
+            f"  {tunnel.name:26} {rate:7.0f} Mbit/s offered: sent {t.sent:7.1f}, "
             f"received {t.received:7.1f}, loss {t.loss:5.2f} % {verdict}",
             flush=True,
         )
@@ -866,6 +673,208 @@ def search_udp(
             bad = mid
 
 
+# ----------------------------------------------------------------------------- per-hop RTT
+
+
+@contextlib.contextmanager
+def captures(
+    lab: Lab, name: str, ifaces: Sequence[Sequence[str]], udp_port: int | None, seconds: float
+) -> Iterator[list[Path]]:
+    """``netcapture.py`` in namespaces 0 and 1 on ``ifaces[node]``; yields the output files.
+
+    The files are complete once the ``with`` block is left.
+    """
+    outs: list[Path] = []
+    daemons: list[Daemon] = []
+    try:
+        for node, names in enumerate(ifaces):
+            out = lab.tmp / f"capture-{name}-{node}.jsonl"
+            argv = [sys.executable, str(HERE / "netcapture.py"), "--seconds", f"{seconds:g}"]
+            for iface in names:
+                argv += ["--iface", iface]
+            if udp_port is not None:
+                argv += ["--udp-port", str(udp_port)]
+            daemon = lab.spawn(node, f"capture-{name}-{node}", argv, stdout=out)
+            daemons.append(daemon)
+            outs.append(out)
+
+            def ready(d: Daemon = daemon, o: Path = out) -> bool:
+                d.check_alive()
+                return o.exists() and o.read_text().startswith("ready")
+
+            wait_for(ready, 15, f"the capture helper in namespace {node}")
+        yield outs
+    finally:
+        for daemon in daemons:
+            lab.stop(daemon, limit=5)
+
+
+def read_capture(path: Path) -> list[dict[str, Any]]:
+    records = []
+    for line in path.read_text().splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))
+    return records
+
+
+def echo_hops(
+    client: list[dict[str, Any]],
+    server: list[dict[str, Any]],
+    devices: tuple[str, str],
+    is_data: Callable[[bytes], bool],
+) -> dict[int, list[float]]:
+    """t1..t8 (ns) of every echo found at all eight points, by ICMP sequence number."""
+
+    def icmp(records: list[dict[str, Any]], dev: str, out: bool, kind: int) -> dict[int, int]:
+        found: dict[int, int] = {}
+        for r in records:
+            if r["if"] == dev and r["out"] == out and "icmp" in r and r["icmp"][0] == kind:
+                found.setdefault(r["icmp"][2], r["t"])
+        return found
+
+    def data(records: list[dict[str, Any]], out: bool) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in records
+            if r["if"].startswith("veth")
+            and r["out"] == out
+            and "head" in r
+            and is_data(bytes.fromhex(r["head"]))
+        ]
+
+    t1 = icmp(client, devices[1], True, 8)
+    t4 = icmp(server, devices[0], False, 8)
+    t5 = icmp(server, devices[0], True, 0)
+    t8 = icmp(client, devices[1], False, 0)
+    client_out, client_in = data(client, True), data(client, False)
+    server_in, server_out = data(server, False), data(server, True)
+
+    def first_after(records: list[dict[str, Any]], start: int, end: int) -> dict[str, Any] | None:
+        return next((r for r in records if start <= r["t"] <= end), None)
+
+    def same(records: list[dict[str, Any]], head: str) -> int | None:
+        return next((r["t"] for r in records if r["head"] == head), None)
+
+    out: dict[int, list[float]] = {}
+    for seq, a in t1.items():
+        if seq not in t4 or seq not in t5 or seq not in t8:
+            continue
+        sent = first_after(client_out, a, t4[seq])
+        reply = first_after(server_out, t5[seq], t8[seq])
+        if sent is None or reply is None:
+            continue
+        c = same(server_in, sent["head"])
+        g = same(client_in, reply["head"])
+        if c is None or g is None:
+            continue
+        out[seq] = [a, sent["t"], c, t4[seq], t5[seq], reply["t"], g, t8[seq]]
+    return out
+
+
+def measure_hops(lab: Lab, tunnel: Tunnel, count: int, result: Result) -> None:
+    assert tunnel.devices is not None and tunnel.is_data is not None
+    interval = 0.05
+    ifaces = [[tunnel.devices[0], VETH_DEV[0]], [tunnel.devices[1], VETH_DEV[1]]]
+    with captures(lab, tunnel.key, ifaces, tunnel.udp_port, count * interval + 30) as outs:
+        argv = ["ping", "-n", "-c", str(count), "-i", f"{interval:g}", "-W", "2", tunnel.target]
+        out = lab.run(1, argv, timeout=count * interval + 30, check=False).stdout
+        time.sleep(0.2)  # the last reply's records
+    rtt = {int(s): float(t) for s, t in re.findall(r"icmp_seq=(\d+) .*time=([\d.]+) ms", out)}
+    server, client = read_capture(outs[0]), read_capture(outs[1])
+    stamps = echo_hops(client, server, tunnel.devices, tunnel.is_data)
+    for seq, t in sorted(stamps.items()):
+        if seq not in rtt:
+            continue
+        hops = [(t[i + 1] - t[i]) / 1e3 for i in range(7)]
+        hops.append(rtt[seq] * 1e3 - (t[7] - t[0]) / 1e3)
+        result.hops.append(hops)
+        result.hop_rtts.append(rtt[seq])
+    result.hop_echoes = len(result.hops)
+    if not result.hops:
+        raise BenchError(
+            f"per-hop RTT of {tunnel.name}: no echo found at all eight points "
+            f"({len(server)} server and {len(client)} client records)"
+        )
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+#: Keys of ``show --json`` sections that would count UDP datagrams, system calls and
+#: wakeups inside the daemon (none exist today; the benchmark uses them when they do).
+DAEMON_BATCH_SECTIONS = ("udp", "endpoint", "socket", "batches", "loop")
+
+
+def peer_packets(status: dict[str, Any]) -> tuple[int, int]:
+    """Datagrams the daemon received and sent: its own UDP counters, else its peers'."""
+    for section in DAEMON_BATCH_SECTIONS:
+        udp = status.get(section)
+        if isinstance(udp, dict) and "rx_datagrams" in udp and "tx_datagrams" in udp:
+            return int(udp["rx_datagrams"]), int(udp["tx_datagrams"])
+    rx = sum(int(p.get("rx_packets", 0)) for p in status.get("peers", []))
+    tx = sum(int(p.get("tx_packets", 0)) for p in status.get("peers", []))
+    return rx, tx
+
+
+def daemon_counters(status: dict[str, Any]) -> dict[str, Any]:
+    """The daemon's own batching counters, where ``show --json`` has any."""
+    return {
+        key: status[key]
+        for key in DAEMON_BATCH_SECTIONS
+        if isinstance(status.get(key), dict) and status[key]
+    }
+
+
+def measure_batching(
+    lab: Lab, iperf: Iperf, tunnel: Tunnel, seconds: float, result: Result
+) -> None:
+    """One TCP run with the daemons' system calls counted (see the module docstring)."""
+    assert tunnel.pair is not None and tunnel.daemons is not None
+    before = tunnel.pair.show()
+    switches = [voluntary_switches(d.pid) for d in tunnel.daemons]
+    counters: list[SyscallCounter] = []
+    start = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        if SyscallCounter.available():
+            for d, side in zip(tunnel.daemons, ("server", "client"), strict=True):
+                counter = SyscallCounter(d.pid, lab.tmp / f"perf-{tunnel.key}-{side}.txt")
+                counters.append(stack.enter_context(counter))
+        data = iperf.client(tunnel.target, [], seconds)
+    elapsed = time.monotonic() - start
+    woke = [voluntary_switches(d.pid) - s for d, s in zip(tunnel.daemons, switches, strict=True)]
+    after = tunnel.pair.show()
+    out: dict[str, Any] = {
+        "mbit": data["end"]["sum_received"]["bits_per_second"] / 1e6,
+        "seconds": elapsed,
+        "syscalls_counted": bool(counters),
+    }
+    for i, side in enumerate(("server", "client")):
+        rx0, tx0 = peer_packets(before[i])
+        rx1, tx1 = peer_packets(after[i])
+        dev0, dev1 = before[i].get("device") or {}, after[i].get("device") or {}
+        facts: dict[str, Any] = {
+            "udp_rx": rx1 - rx0,
+            "udp_tx": tx1 - tx0,
+            "tun_read": int(dev1.get("rx_packets", 0)) - int(dev0.get("rx_packets", 0)),
+            "tun_written": int(dev1.get("tx_packets", 0)) - int(dev0.get("tx_packets", 0)),
+            "wakeups": woke[i],
+        }
+        if counters:
+            facts["calls"] = counters[i].counts()
+        counted = daemon_counters(after[i])
+        if counted:
+            facts["daemon_counters"] = counted
+        out[side] = facts
+    result.batching = out
+
+
+def per(count: int, calls: int | None) -> float | None:
+    return None if not calls else count / calls
+
+
+# ----------------------------------------------------------------------------- drops
+
+
 #: Kernel counters (``/proc/net/snmp``, per namespace) that say where packets were lost.
 SNMP_DROPS = (
     ("Udp", "RcvbufErrors"),
@@ -881,13 +890,7 @@ def snmp_drops(lab: Lab) -> dict[str, int]:
     """Drop counters of both namespaces, as ``server Udp.RcvbufErrors`` etc."""
     out: dict[str, int] = {}
     for node, side in ((0, "server"), (1, "client")):
-        lines = lab.run(node, ["cat", "/proc/net/snmp"]).stdout.splitlines()
-        table: dict[str, dict[str, int]] = {}
-        for names, values in zip(lines[::2], lines[1::2], strict=False):
-            proto, _, keys = names.partition(":")
-            table[proto] = dict(
-                zip(keys.split(), (int(v) for v in values.partition(":")[2].split()), strict=False)
-            )
+        table = lab.snmp(node)
         for proto, key in SNMP_DROPS:
             out[f"{side} {proto}.{key}"] = table.get(proto, {}).get(key, 0)
     return out
@@ -912,8 +915,7 @@ def device_drops(lab: Lab, tunnel: Tunnel) -> dict[str, int]:
         return {}
     out: dict[str, int] = {}
     for node, side in ((0, "server"), (1, "client")):
-        show = ["ip", "-s", "-j", "link", "show", "dev", tunnel.devices[node]]
-        stats = json.loads(lab.run(node, show).stdout)[0]["stats64"]
+        stats = lab.link_stats(node, tunnel.devices[node])
         out[f"{side} tun tx_dropped"] = int(stats["tx"]["dropped"])
         out[f"{side} tun rx_dropped"] = int(stats["rx"]["dropped"])
     return out
@@ -922,66 +924,52 @@ def device_drops(lab: Lab, tunnel: Tunnel) -> dict[str, int]:
 # ----------------------------------------------------------------------------- report
 
 
-def fmt(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def ratio(value: float | None, base: float | None) -> str:
-    if value is None or base is None or base == 0:
-        return "-"
-    return f"{value / base:.2f}×"
-
-
-def markdown(rows: list[list[str]]) -> str:
-    head = rows[0]
-    lines = [head, ["---", *["---:"] * (len(head) - 1)], *rows[1:]]
-    return "\n".join("| " + " | ".join(row) + " |" for row in lines)
-
-
 def tcp_us(r: Result, side: int) -> float | None:
     return r.tcp_cpu.us_per_packet[side] if r.tcp_cpu.measured else None
 
 
+def references(results: list[Result]) -> list[Result]:
+    """The wireguard-go rows that worked, the modern one first."""
+    by_key = {r.key: r for r in results if r.error is None and r.tcp is not None}
+    return [by_key[k] for k in REFERENCES if k in by_key]
+
+
+METRICS: dict[str, tuple[str, Callable[[Result], float | None], int]] = {
+    "tcp": ("TCP Mbit/s", lambda r: r.tcp, 0),
+    "udp": ("UDP Mbit/s (<1% loss)", lambda r: r.udp, 0),
+    "rtt": ("RTT ms", lambda r: r.rtt, 3),
+    "cpu_per_gbit": ("CPU s/Gbit (both)", lambda r: r.cpu_per_gbit, 2),
+}
+
+
+def ratios(r: Result, refs: list[Result]) -> dict[str, dict[str, float | None]]:
+    out: dict[str, dict[str, float | None]] = {}
+    for ref in refs:
+        row: dict[str, float | None] = {}
+        for key, (_, value, _) in METRICS.items():
+            v, b = value(r), value(ref)
+            row[key] = None if v is None or b is None or b == 0 else v / b
+        out[ref.key] = row
+    return out
+
+
 def table(results: list[Result]) -> str:
-    wg = next((r for r in results if r.name == "wireguard-go" and r.error is None), None)
-    rows = [
-        [
-            "",
-            "TCP Mbit/s",
-            "× wg",
-            "UDP Mbit/s (<1% loss)",
-            "× wg",
-            "RTT ms",
-            "× wg",
-            "CPU µs/pkt server",
-            "× wg",
-            "CPU µs/pkt client",
-            "× wg",
-        ]
-    ]
-
-    def base(value: Callable[[Result], float | None]) -> float | None:
-        return None if wg is None else value(wg)
-
+    refs = references(results)
+    head = [""]
+    for label, _, _ in METRICS.values():
+        head.append(label)
+        head += [f"× {REFERENCE_SHORT[ref.key]}" for ref in refs]
+    rows = [head]
     for r in results:
         if r.error is not None and r.tcp is None:
-            rows.append([r.name, f"failed: {r.error.splitlines()[0][:80]}", *[""] * 9])
+            failed = f"failed: {r.error.splitlines()[0][:80]}"
+            rows.append([r.name, failed, *[""] * (len(head) - 2)])
             continue
-        rows.append(
-            [
-                r.name,
-                fmt(r.tcp, 0),
-                ratio(r.tcp, base(lambda w: w.tcp)),
-                fmt(r.udp, 0),
-                ratio(r.udp, base(lambda w: w.udp)),
-                fmt(r.rtt, 3),
-                ratio(r.rtt, base(lambda w: w.rtt)),
-                fmt(tcp_us(r, 0), 2),
-                ratio(tcp_us(r, 0), base(lambda w: tcp_us(w, 0))),
-                fmt(tcp_us(r, 1), 2),
-                ratio(tcp_us(r, 1), base(lambda w: tcp_us(w, 1))),
-            ]
-        )
+        row = [r.name]
+        for _, value, digits in METRICS.values():
+            row.append(fmt(value(r), digits))
+            row += [ratio(value(r), value(ref)) for ref in refs]
+        rows.append(row)
     return markdown(rows)
 
 
@@ -991,6 +979,7 @@ def detail_table(results: list[Result]) -> str:
             "",
             "TCP rounds Mbit/s",
             "TCP retr.",
+            "CPU µs/pkt srv/cli",
             "TCP kpkt/s srv/cli",
             "TCP CPU % srv/cli/host",
             "UDP best: offered → received Mbit/s, loss",
@@ -1027,6 +1016,7 @@ def detail_table(results: list[Result]) -> str:
                 r.name,
                 ", ".join(f"{x:.0f}" for x in r.tcp_rounds) or "-",
                 str(r.tcp_retransmits) if r.tcp_rounds else "-",
+                us(r.tcp_cpu),
                 pps(r.tcp_cpu),
                 busy(r.tcp_cpu),
                 "-"
@@ -1043,60 +1033,98 @@ def detail_table(results: list[Result]) -> str:
     return markdown(rows)
 
 
+def hops_table(results: list[Result]) -> str:
+    rows = [["", "echoes", "ping RTT µs", "t8-t1 µs", *(f"{h} µs" for h in HOPS)]]
+    for r in results:
+        medians = r.hop_medians
+        if medians is None:
+            continue
+        rows.append(
+            [
+                r.name,
+                str(r.hop_echoes),
+                f"{statistics.median(r.hop_rtts) * 1e3:.0f}",
+                f"{statistics.median(sum(h[:7]) for h in r.hops):.0f}",
+                *(f"{m:.0f}" for m in medians),
+            ]
+        )
+    return markdown(rows)
+
+
+def batching_table(results: list[Result]) -> str:
+    rows = [
+        [
+            "",
+            "side",
+            "Mbit/s (perf on)",
+            "UDP dgrams out / send call",
+            "UDP dgrams in / receive call",
+            "TUN pkts / read",
+            "TUN pkts / write",
+            "UDP dgrams in+out / wakeup",
+            "UDP dgrams in+out / epoll_wait",
+            "wakeups/s",
+            "epoll_wait calls/s",
+        ]
+    ]
+    for r in results:
+        b = r.batching
+        if not b:
+            continue
+        for side in ("server", "client"):
+            f = b[side]
+            calls = f.get("calls") or {}
+            wakeups = f["wakeups"]
+            rows.append(
+                [
+                    r.name,
+                    side,
+                    f"{b['mbit']:.0f}",
+                    fmt(per(f["udp_tx"], calls.get("udp_send")), 1),
+                    fmt(per(f["udp_rx"], calls.get("udp_receive")), 1),
+                    fmt(per(f["tun_read"], calls.get("tun_read")), 1),
+                    fmt(per(f["tun_written"], calls.get("tun_write")), 1),
+                    fmt(per(f["udp_rx"] + f["udp_tx"], wakeups), 1),
+                    fmt(per(f["udp_rx"] + f["udp_tx"], calls.get("poll")), 1),
+                    f"{wakeups / b['seconds']:.0f}",
+                    f"{calls['poll'] / b['seconds']:.0f}" if calls else "-",
+                ]
+            )
+    return markdown(rows)
+
+
 def targets(results: list[Result]) -> list[str]:
-    """The issue's targets for trio-sudp, checked against this run's wireguard-go."""
-    wg = next((r for r in results if r.name == "wireguard-go" and r.error is None), None)
+    """Issue 11's targets for trio-sudp, against this run's upstream wireguard-go."""
+    ref = next((r for r in references(results) if r.key == "wgup"), None)
+    if ref is None:
+        return ["- no upstream wireguard-go in this run: the targets were not checked"]
     lines = []
     for r in results:
         if not r.name.startswith("trio-sudp") or r.tcp is None:
             continue
+        got = ratios(r, [ref])[ref.key]
         checks = []
-        if wg is not None:
-            if wg.tcp:
-                checks.append(("TCP ≥ 1.5× wg", r.tcp >= 1.5 * wg.tcp))
-            if r.udp is not None and wg.udp:
-                checks.append(("UDP ≥ wg", r.udp >= wg.udp))
-            if r.rtt is not None and wg.rtt:
-                checks.append(("RTT ≤ wg", r.rtt <= wg.rtt))
-        worst = max((u for u in r.tcp_cpu.us_per_packet if u is not None), default=None)
-        if worst is not None:
-            checks.append(("≤ 5 µs CPU/pkt/side", worst <= 5.0))
-        text = ", ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks)
-        lines.append(f"- {r.name}: {text}")
+        for label, key, ok in (
+            ("TCP ≥ 0.6×", "tcp", lambda x: x >= 0.6),
+            ("UDP ≥ 1.0×", "udp", lambda x: x >= 1.0),
+            ("RTT ≤ 1.3×", "rtt", lambda x: x <= 1.3),
+            ("CPU/Gbit ≤ 2×", "cpu_per_gbit", lambda x: x <= 2.0),
+        ):
+            value = got[key]
+            if value is not None:
+                checks.append(f"{label}: {'yes' if ok(value) else 'NO'} ({value:.2f}×)")
+        lines.append(f"- {r.name}: " + ", ".join(checks))
     return lines
 
 
-def machine() -> str:
-    import trio
-
-    try:
-        import cryptography
-
-        crypto = cryptography.__version__
-    except ImportError:
-        crypto = "?"
-    cpu = "?"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"nproc {os.cpu_count()} ({cpu}), kernel {platform.release()}, "
-        f"Python {platform.python_version()}, trio {trio.__version__}, "
-        f"cryptography {crypto}, wireguard-go {package_version('wireguard-go')}, "
-        f"{tool_version(['iperf3', '--version'])}"
-    )
-
-
-def report(results: list[Result], args: argparse.Namespace, command: str) -> str:
+def report(results: list[Result], args: argparse.Namespace, command: str, about: str) -> str:
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     lines = [
         f"### {now}: trio-sudp vs wireguard-go",
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {machine()}",
+        f"Machine: {about}",
         "",
         f"All tunnels up at once, measured one after another. TCP: iperf3, one stream, "
         f"client → server, {args.tcp_rounds} round(s) of {args.tcp_seconds:g} s interleaved "
@@ -1105,22 +1133,52 @@ def report(results: list[Result], args: argparse.Namespace, command: str) -> str
         f"(`iperf3 -u -l {UDP_LEN} -w 4M`, {args.udp_seconds:g} s per trial, rate doubled "
         f"then bisected) with < {LOSS_LIMIT:g} % loss. "
         f"RTT: median of {args.pings} pings (`ping -i 0.05`) over the idle tunnel. "
-        "CPU µs/pkt: the tunnel process's utime+stime (all threads) over all TCP rounds / "
-        "packets through its tunnel device in both directions (kernel counters; for "
-        "trio-sudp its own, which count the segments of a GSO write); "
-        "µs/pkt × wg below 1 is better.",
+        "CPU s/Gbit: CPU seconds of both tunnel processes together (utime+stime, all "
+        "threads) over all TCP rounds per Gbit received; × below 1 is better. "
+        "× wg 2025 / wg 2022: ratio to wireguard-go 0.0.20250522 / 0.0.20220316 in this run.",
         "",
         table(results),
         "",
-        "Details (server / client / whole machine):",
+        "Details (server / client / whole machine; CPU µs/pkt: per packet through the "
+        "tunnel device in both directions):",
         "",
         detail_table(results),
         "",
     ]
-    checks = targets(results)
-    if checks:
-        lines += ["Targets (TCP ≥ 1.5× wg, UDP ≥ wg, RTT ≤ wg, ≤ 5 µs CPU/pkt/side):", ""]
-        lines += [*checks, ""]
+    if any(r.hops for r in results):
+        lines += [
+            f"Per-hop RTT of an idle ping (median over the echoes of {args.hop_pings} pings "
+            "every 50 ms, kernel timestamps at the client TUN (t1, t8), client veth (t2, "
+            "t7), server veth (t3, t6) and server TUN (t4, t5); see the script's docstring):",
+            "",
+            hops_table(results),
+            "",
+        ]
+    if any(r.batching for r in results):
+        counted = all(r.batching.get("syscalls_counted") for r in results if r.batching)
+        lines += [
+            f"Batching under load (one more {args.batch_seconds:g} s TCP run per trio-sudp "
+            "tunnel; system calls counted with `perf stat`"
+            + ("" if counted else " — perf was missing, so no per-call figures")
+            + "; datagrams from `show --json` peer counters; a wakeup = a voluntary context "
+            "switch of the daemon (its loop slept and was woken); an epoll_wait call = one "
+            "turn of its event loop, slept or not):",
+            "",
+            batching_table(results),
+            "",
+        ]
+        missing = [
+            r.name
+            for r in results
+            if r.batching and not any("daemon_counters" in r.batching[s] for s in SIDES)
+        ]
+        if missing:
+            lines += [
+                "`show --json` has no UDP datagram, send/receive call or wakeup counters "
+                f"({', '.join(missing)}): counted from outside (perf, /proc).",
+                "",
+            ]
+    lines += ["Targets (issue 11, ratios to wireguard-go 0.0.20250522):", "", *targets(results), ""]
     others = [r.tcp_cpu.others_percent for r in results if r.tcp_rounds]
     disturbed = sum(r.disturbed for r in results)
     lines.append(
@@ -1159,6 +1217,23 @@ def report(results: list[Result], args: argparse.Namespace, command: str) -> str
     return "\n".join(lines)
 
 
+def as_json(results: list[Result], args: argparse.Namespace, command: str, about: str) -> str:
+    refs = references(results)
+    doc = {
+        "benchmark": "bench_vpn",
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": command,
+        "machine": about,
+        "settings": {
+            k: getattr(args, k)
+            for k in ("tcp_rounds", "tcp_seconds", "udp_seconds", "pings", "hop_pings")
+        },
+        "references": [r.key for r in refs],
+        "results": [{**r.as_json(), "ratios": ratios(r, refs)} for r in results],
+    }
+    return json.dumps(doc, separators=(",", ":"))
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -1166,8 +1241,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs (about 1/4 the time)")
     parser.add_argument("--no-append", action="store_true", help=f"do not append to {RESULTS}")
+    parser.add_argument("--json", action="store_true", help="the result as JSON, last line")
     parser.add_argument(
         "--only", default=",".join(TUNNELS), help=f"comma-separated subset of {','.join(TUNNELS)}"
+    )
+    parser.add_argument(
+        "--wireguard-go-upstream",
+        type=Path,
+        default=UPSTREAM_WG,
+        metavar="PATH",
+        help=f"upstream wireguard-go (default: {UPSTREAM_WG}; skipped when missing)",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary directory")
     parser.add_argument(
@@ -1186,6 +1269,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.udp_seconds = 1.0 if args.quick else 3.0
     args.bisections = 2 if args.quick else 4
     args.pings = 20 if args.quick else 60
+    args.hop_pings = 20 if args.quick else 40
+    args.batch_seconds = 3.0 if args.quick else 5.0
     chosen = [t.strip() for t in args.only.split(",") if t.strip()]
     unknown = sorted(set(chosen) - set(TUNNELS))
     if unknown:
@@ -1194,37 +1279,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def check_host() -> str | None:
-    if not sys.platform.startswith("linux"):
-        return "bench_vpn needs Linux (network namespaces, TUN devices)"
-    if os.geteuid() != 0:
-        return (
-            "bench_vpn must run as root: it creates network namespaces and TUN devices, "
-            "and apt-get installs wireguard-go, wireguard-tools and iperf3 when missing"
-        )
-    if not os.path.exists("/dev/net/tun"):
-        return "/dev/net/tun is missing (modprobe tun)"
-    if shutil.which("ip") is None:
-        return "the ip command (iproute2) is missing"
-    return None
-
-
 def measure_all(lab: Lab, args: argparse.Namespace, results: list[Result]) -> None:
     """Bring every tunnel up, then measure them one after another, phase by phase."""
+    upstream = str(args.wireguard_go_upstream)
     openers: dict[str, Callable[[], contextlib.AbstractContextManager[Tunnel]]] = {
         "veth": lambda: veth_tunnel(lab),
-        "wg": lambda: wireguard_tunnel(lab),
+        "wg": lambda: wireguard_tunnel(lab, "wg", DEBIAN_WG),
+        "wgup": lambda: wireguard_tunnel(lab, "wgup", upstream),
         "v2": lambda: sudp_tunnel(lab, 2, args.log_level),
         "v3": lambda: sudp_tunnel(lab, 3, args.log_level),
     }
-    names = {"veth": "veth", "wg": "wireguard-go", "v2": "trio-sudp v2", "v3": "trio-sudp v3"}
+    names = {
+        "veth": "veth",
+        "wg": f"wireguard-go {wireguard_version(DEBIAN_WG)}",
+        "wgup": f"wireguard-go {wireguard_version(upstream)}"
+        if os.access(upstream, os.X_OK)
+        else "wireguard-go upstream",
+        "v2": "trio-sudp v2",
+        "v3": "trio-sudp v3",
+    }
     lab.build()
     iperf = Iperf(lab)
     iperf.start()
     with contextlib.ExitStack() as stack:
         up: list[tuple[Result, Tunnel]] = []
         for key in args.tunnels:
-            result = Result(names[key])
+            if key == "wgup" and not os.access(upstream, os.X_OK):
+                print(f"== no upstream wireguard-go at {upstream}: skipped", flush=True)
+                continue
+            result = Result(key, names[key])
             results.append(result)
             print(f"== starting {result.name}", flush=True)
             try:
@@ -1237,10 +1320,12 @@ def measure_all(lab: Lab, args: argparse.Namespace, results: list[Result]) -> No
                 print(f"  {daemon.name}: pid {daemon.pid}", flush=True)
             up.append((result, tunnel))
 
-        def each(what: str, step: Callable[[Result, Tunnel], None]) -> None:
+        def each(
+            what: str, step: Callable[[Result, Tunnel], None], only: Callable[[Tunnel], bool]
+        ) -> None:
             print(f"== {what}", flush=True)
             for result, tunnel in up:
-                if result.error is not None:
+                if result.error is not None or not only(tunnel):
                     continue
                 try:
                     step(result, tunnel)
@@ -1249,46 +1334,82 @@ def measure_all(lab: Lab, args: argparse.Namespace, results: list[Result]) -> No
                     print(f"  {tunnel.name} FAILED: {exc}", file=sys.stderr, flush=True)
                     iperf.start()
 
+        def every(tunnel: Tunnel) -> bool:
+            return True
+
+        def daemons(tunnel: Tunnel) -> bool:
+            return tunnel.daemons is not None
+
+        def sudp(tunnel: Tunnel) -> bool:
+            return tunnel.pair is not None
+
         def rtt(result: Result, tunnel: Tunnel) -> None:
             measure_rtt(lab, tunnel, args.pings, result)
-            print(f"  {tunnel.name:14} median {result.rtt:.3f} ms", flush=True)
+            print(f"  {tunnel.name:26} median {result.rtt:.3f} ms", flush=True)
 
-        each("ping", rtt)
+        def hops(result: Result, tunnel: Tunnel) -> None:
+            measure_hops(lab, tunnel, args.hop_pings, result)
+            medians = result.hop_medians or []
+            text = ", ".join(f"{h} {m:.0f}" for h, m in zip(HOPS, medians, strict=True))
+            print(f"  {tunnel.name:26} µs: {text}", flush=True)
+
+        def batching(result: Result, tunnel: Tunnel) -> None:
+            measure_batching(lab, iperf, tunnel, args.batch_seconds, result)
+            b = result.batching
+            for side in ("server", "client"):
+                f = b[side]
+                calls = f.get("calls") or {}
+                print(
+                    f"  {tunnel.name:14} {side}: {f['udp_tx']} dgrams out / "
+                    f"{calls.get('udp_send', '?')} send calls, {f['udp_rx']} in / "
+                    f"{calls.get('udp_receive', '?')} receive calls, "
+                    f"{f['wakeups']} wakeups ({b['mbit']:.0f} Mbit/s with perf)",
+                    flush=True,
+                )
+
+        each("ping", rtt, every)
+        each("per-hop RTT (captures)", hops, daemons)
         for i in range(args.tcp_rounds):
             each(
                 f"TCP round {i + 1}/{args.tcp_rounds}",
                 lambda r, t: measure_tcp(lab, iperf, t, args.tcp_seconds, r),
+                every,
             )
         each(
             f"UDP, {UDP_LEN}-byte datagrams",
             lambda r, t: measure_udp(lab, iperf, t, args.udp_seconds, args.bisections, r),
+            every,
         )
+        each("batching under load (perf stat)", batching, sudp)
         for result, tunnel in up:
-            if tunnel.describe is not None:
+            if tunnel.pair is not None:
                 with contextlib.suppress(BenchError):
-                    result.facts.update(tunnel.describe())
+                    server, client = tunnel.pair.show()
+                    result.facts["server drops"] = sudp_drops(server)
+                    result.facts["client drops"] = sudp_drops(client)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join([os.path.relpath(sys.executable), *sys.argv])
-    problem = check_host()
+    problem = check_host("bench_vpn")
     if problem is not None:
         print(problem, file=sys.stderr)
         return 2
-
-    # SIGTERM tears down like Ctrl-C does; SIGINT too when started with it ignored (`&`).
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    install_signal_handlers()
     try:
-        ensure_tools()
+        required = dict(PACKAGES)
+        if "wg" in args.tunnels:
+            required["wireguard-go"] = "wireguard-go"
+        missing = ensure_tools(required, OPTIONAL_PACKAGES)
+        installed = sudp_install()
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    cleanup_stale()
+    if missing:
+        print(f"note: {', '.join(missing)} missing: no system call counts", flush=True)
+    print(installed, flush=True)
+    cleanup_stale(PREFIX)
     print("checking that no other process loads the machine ...", flush=True)
     start = time.monotonic()
     busy, background = wait_quiet(args.wait_quiet)
@@ -1297,7 +1418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("WARNING: other processes load the machine; the numbers will be low", flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="sudpbench-"))
-    lab = Lab(tmp)
+    lab = Lab(tmp, PREFIX)
     lab.patience = max(0.0, args.wait_quiet - (time.monotonic() - start))
     results: list[Result] = []
     try:
@@ -1315,7 +1436,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    text = report(results, args, command)
+    import cryptography
+    import trio
+
+    upstream = str(args.wireguard_go_upstream)
+    about = machine(
+        [
+            f"trio {trio.__version__}",
+            f"cryptography {cryptography.__version__}",
+            installed,
+            f"wireguard-go {package_version('wireguard-go')} (Debian)",
+            f"wireguard-go {wireguard_version(upstream)} ({upstream})"
+            if os.access(upstream, os.X_OK)
+            else "no upstream wireguard-go",
+            tool_version(["iperf3", "--version"]),
+        ]
+    )
+    text = report(results, args, command, about)
     print()
     print(text)
     if not args.no_append:
@@ -1324,6 +1461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f.write("## VPN: trio-sudp vs wireguard-go (bench/bench_vpn.py)\n\n" if new else "\n")
             f.write(text + "\n")
         print(f"appended to {RESULTS}")
+    if args.json:
+        print(as_json(results, args, command, about), flush=True)
     return 1 if any(r.error for r in results) else 0
 
 

@@ -127,6 +127,19 @@ def test_format_status_reads_like_wg_show() -> None:
             "tunnel": ["10.0.0.1/24"],
             "mtu": 1400,
             "device": {"offload": True, "rx_packets": 12, "tx_packets": 2000, "tx_gso_writes": 50},
+            "udp": {
+                "rx_datagrams": 2010,
+                "tx_datagrams": 30,
+                "kernel_drops": 123456,
+                "prefilter": "kernel",
+                "receive_buffer": 64 * 1024 * 1024,
+            },
+            "budget": {
+                "verified_known": 40,
+                "verified_strangers": 1000,
+                "refused_known": 0,
+                "refused_strangers": 50000,
+            },
             "drops": {"unknown_peer": 2},
             "peers": [
                 {
@@ -157,3 +170,10 @@ def test_format_status_reads_like_wg_show() -> None:
     assert "spoofed_source" not in text
     assert "drops: unknown_peer 2" in text
     assert "device: 12 packets read, 2000 written, 50 GSO writes" in text
+    assert (
+        "socket: 2010 datagrams received, 30 sent, 123456 dropped by the kernel (filtered or "
+        "queue full), prefilter in kernel, receive buffer 64.00 MiB"
+    ) in text
+    assert (
+        "signatures: 1040 verified, 50000 refused by the budget (0 from clients' endpoints)" in text
+    )

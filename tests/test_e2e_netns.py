@@ -391,3 +391,23 @@ def test_remove_client_and_reload_ends_its_session_only(tmp_path: Path) -> None:
         for comment in ("# operator's note", "# the second laptop", "# end of the file"):
             assert comment in text
         assert 'name = "one"' not in text
+
+
+def test_a_deleted_tun_device_ends_the_daemon_with_one_line(tmp_path: Path) -> None:
+    require_netns()
+    with netns_topology(2) as topo:
+        configs = make_configs(tmp_path, version=3, server_ip=topo[0].addr4(1))
+        server = start_server(topo, configs, tmp_path)
+        try:
+            server.wait_for_log("serving on")
+            (device,) = [n for n in links(topo[0]) if n.startswith("sudp")]
+            run_in(topo[0], ["ip", "link", "del", device])
+            code = server.process.wait(timeout=20)
+            assert code == 1
+            errors = [line for line in server.text().splitlines() if ": ERROR: " in line]
+            assert errors == [
+                f"trio-sudp: ERROR: the tunnel device {device} went away (deleted while in use?)"
+            ]
+            assert "Traceback" not in server.text()
+        finally:
+            server.stop()

@@ -37,7 +37,14 @@ from trio_sudp.tun import TunError, open_tun
 from trio_sudp.tun.linux import LinuxTun, check_ifname
 from trio_sudp.tun.netconfig import configure_interface
 from trio_sudp.vpn.coalesce import PLAIN_HEADER, coalesce
-from trio_sudp.vpn.segment import SegmentDrop, SegmentStats, best_sums, pure_sums
+from trio_sudp.vpn.segment import (
+    NATIVE,
+    SegmentDrop,
+    Segmenter,
+    SegmentStats,
+    best_segmenter,
+    pure_sums,
+)
 
 __all__ = ["netns1"]  # the fixture, imported for pytest
 
@@ -385,7 +392,10 @@ async def scenario_tso_reads(sums: str) -> None:
     ``read_packets_nowait`` cuts into valid packets carrying exactly the bytes sent."""
     with trio.fail_after(40):
         tun = LinuxTun.open(
-            "sudp%d", mtu=TSO_MTU, tso=True, sums=pure_sums if sums == "pure" else best_sums()
+            "sudp%d",
+            mtu=TSO_MTU,
+            tso=True,
+            segmenter=Segmenter(pure_sums) if sums == "pure" else best_segmenter(),
         )
         with tun:
             assert tun.tso and tun.vnet_header
@@ -505,7 +515,7 @@ async def test_in_namespace(netns1: Topology, scenario: str) -> None:
 
 
 @pytest.mark.netns
-@pytest.mark.parametrize("sums", ["pure", "best"])
+@pytest.mark.parametrize("sums", ["pure", pytest.param("best", id="native" if NATIVE else "best")])
 async def test_tso_reads_in_namespace(netns1: Topology, sums: str) -> None:
     with trio.fail_after(TIME_LIMIT):
         await run_scenario(netns1[0], THIS, "scenario_tso_reads", sums)
@@ -628,7 +638,7 @@ def _gso_read(count: int) -> tuple[bytes, list[bytes]]:
 
 def test_tso_reads_come_back_as_segments(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeTun(monkeypatch, offload_error=None)
-    with LinuxTun.open("sudpfake%d", tso=True, sums=pure_sums) as tun:
+    with LinuxTun.open("sudpfake%d", tso=True, segmenter=Segmenter(pure_sums)) as tun:
         assert tun.tso and tun.vnet_header
         assert fake.offloads == [0x01 | 0x02 | 0x04]  # TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
         read, segments = _gso_read(5)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
-from collections.abc import Sequence
+import functools
+from collections.abc import Iterator, Sequence
 
 import pytest
 import trio
@@ -182,3 +184,46 @@ async def test_a_full_device_queues_merged_writes_in_order() -> None:
     assert device.writes[1][1] == second[0]
     assert io.stats.tx_gso_writes == 1
     assert io.stats.tx_backlog_drops == 0
+
+
+class FakeTsoDevice(FakeVnetDevice):
+    """Hands over reads that are several packets each, as a TSO TUN's super-packets are."""
+
+    tso = True
+
+    def __init__(self, reads: list[list[bytes]]) -> None:
+        super().__init__()
+        self.reads = reads
+
+    def read_packets_nowait(self) -> list[bytes]:
+        if not self.reads:
+            raise BlockingIOError
+        return self.reads.pop(0)
+
+    def read_nowait(self) -> bytes:
+        raise AssertionError("a TSO device is read a super-packet at a time")
+
+
+async def test_a_tso_device_is_read_a_super_packet_at_a_time() -> None:
+    reads = [bulk(45, size=1448), bulk(3), [udp4("10.0.0.2", "10.0.0.1", 1, 2, b"x")]]
+    expected = [p for packets in reads for p in packets]
+    device = FakeTsoDevice([list(r) for r in reads])
+    io = DeviceIO(device)
+    got: list[bytes] = []
+    batches: list[int] = []
+
+    @contextlib.contextmanager
+    def boundary() -> Iterator[None]:
+        yield
+        batches.append(len(got))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            functools.partial(io.run_reader, lambda p, now: got.append(p), boundary=boundary)
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert got == expected
+    assert batches[0] == len(expected)  # one batch: a read's packets are never split
+    assert io.stats.rx_packets == len(expected)
+    assert io.stats.rx_bytes == sum(map(len, expected))

@@ -11,11 +11,13 @@ from __future__ import annotations
 import random
 import struct
 import sys
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import trio_sudp.vpn.segment as segment_module
 from test_vpn_coalesce import interleaved_flows
 from trio_sudp.testing.packets import tcp_segment
 from trio_sudp.vpn.coalesce import coalesce
@@ -25,11 +27,13 @@ from trio_sudp.vpn.segment import (
     GSO_TCPV4,
     GSO_TCPV6,
     GSO_UDP_L4,
+    NATIVE,
     NEEDS_CSUM,
-    PayloadSums,
     SegmentDrop,
     Segmenter,
+    best_segmenter,
     best_sums,
+    native_sums,
     numpy_sums,
     pure_sums,
 )
@@ -44,14 +48,19 @@ except ImportError:
 else:
     HAVE_NUMPY = True
 
-SUMS = [
-    pytest.param(pure_sums, id="pure"),
+needs_native = pytest.mark.skipif(not NATIVE, reason="the compiled helper was not built")
+
+#: Every way of cutting: the pure fallback, numpy's sums, the compiled helper.
+SEGMENTERS = [
+    pytest.param(lambda: Segmenter(pure_sums), id="pure"),
     pytest.param(
-        numpy_sums,
+        lambda: Segmenter(numpy_sums),
         id="numpy",
         marks=pytest.mark.skipif(not HAVE_NUMPY, reason="numpy is not installed (fast extra)"),
     ),
+    pytest.param(lambda: Segmenter(native=True), id="native", marks=needs_native),
 ]
+Make = Callable[[], Segmenter]
 
 
 def slow_sum(data: bytes) -> int:
@@ -163,11 +172,11 @@ def gso_reads(draw: st.DrawFn) -> bytes:
     return vnet + header + tcp + payload
 
 
-@pytest.mark.parametrize("sums", SUMS)
+@pytest.mark.parametrize("make", SEGMENTERS)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(gso_reads())
-def test_super_packets_are_cut_as_the_kernel_cuts_them(sums: PayloadSums, data: bytes) -> None:
-    segmenter = Segmenter(sums)
+def test_super_packets_are_cut_as_the_kernel_cuts_them(make: Make, data: bytes) -> None:
+    segmenter = make()
     packets = segmenter.split(data)
     assert packets == reference_split(data)
     _, _, _, mss, ip, _ = VNET.unpack_from(data)
@@ -187,10 +196,11 @@ def partial_checksum_reads(draw: st.DrawFn) -> bytes:
     return VNET.pack(NEEDS_CSUM, GSO_NONE, 0, 0, start, at - start) + packet
 
 
+@pytest.mark.parametrize("make", SEGMENTERS)
 @settings(max_examples=500, deadline=None)
 @given(partial_checksum_reads())
-def test_partial_checksums_are_completed(data: bytes) -> None:
-    segmenter = Segmenter()
+def test_partial_checksums_are_completed(make: Make, data: bytes) -> None:
+    segmenter = make()
     assert segmenter.split(data) == reference_split(data)
     assert segmenter.stats.checksums == 1
 
@@ -213,21 +223,23 @@ def udp_read(v6: bool, payload: bytes) -> tuple[bytes, bytes]:
     return read, header + udp[:6] + struct.pack("!H", check) + payload
 
 
+@pytest.mark.parametrize("make", SEGMENTERS)
 @pytest.mark.parametrize("v6", [False, True])
 @pytest.mark.parametrize("size", [0, 1, 2, 99, 1200, 1401])
-def test_udp_checksum_is_completed(v6: bool, size: int) -> None:
+def test_udp_checksum_is_completed(make: Make, v6: bool, size: int) -> None:
     read, expected = udp_read(v6, random.Random(size).randbytes(size))
-    assert Segmenter().split(read) == [expected]
+    assert make().split(read) == [expected]
 
 
-def test_a_zero_checksum_is_written_as_ffff() -> None:
+@pytest.mark.parametrize("make", SEGMENTERS)
+def test_a_zero_checksum_is_written_as_ffff(make: Make) -> None:
     # A payload that makes the sum 0xFFFF: the checksum is 0, which UDP reserves for
     # "none"; skb_checksum_help writes CSUM_MANGLED_0 (0xFFFF) instead.
     pseudo = bytes([10, 0, 0, 1, 10, 0, 0, 2]) + struct.pack("!xBH", 17, 10)
     total = slow_sum(pseudo + struct.pack("!HHHH", 1000, 2000, 10, 0))
     read, expected = udp_read(False, struct.pack("!H", 0xFFFF - total))
     assert expected[26:28] == b"\xff\xff"
-    assert Segmenter().split(read) == [expected]
+    assert make().split(read) == [expected]
 
 
 def test_plain_reads_come_back_as_they_are() -> None:
@@ -235,14 +247,12 @@ def test_plain_reads_come_back_as_they_are() -> None:
     assert Segmenter().split(bytes(10) + packet) == [packet]
 
 
-@pytest.mark.parametrize("sums", SUMS)
+@pytest.mark.parametrize("make", SEGMENTERS)
 @settings(max_examples=200, deadline=None)
 @given(interleaved_flows())
-def test_coalesce_then_split_gives_back_every_packet(
-    sums: PayloadSums, packets: list[bytes]
-) -> None:
+def test_coalesce_then_split_gives_back_every_packet(make: Make, packets: list[bytes]) -> None:
     """vpn/coalesce.py merges as GRO does; splitting its writes is the inverse."""
-    segmenter = Segmenter(sums)
+    segmenter = make()
     again = []
     for write in coalesce(packets):
         again.extend(segmenter.split(b"".join(bytes(part) for part in write)))
@@ -303,10 +313,11 @@ def garbage_reads(draw: st.DrawFn) -> bytes:
     return vnet + first + draw(st.binary(max_size=300))
 
 
+@pytest.mark.parametrize("make", SEGMENTERS)
 @settings(max_examples=2000, deadline=None)
 @given(garbage_reads())
-def test_garbage_never_raises_and_every_drop_is_counted(data: bytes) -> None:
-    segmenter = Segmenter()
+def test_garbage_never_raises_and_every_drop_is_counted(make: Make, data: bytes) -> None:
+    segmenter = make()
     packets = segmenter.split(data)
     assert bool(packets) != (sum(segmenter.stats.drops.values()) == 1)
 
@@ -324,10 +335,26 @@ def test_numpy_and_pure_sums_agree(data: bytes, size: int, start: int) -> None:
         assert s % 0xFFFF == slow_sum(chunk) % 0xFFFF
 
 
-def test_best_sums_prefers_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=9000), st.integers(1, 1500), st.integers(0, 7))
+def test_native_and_pure_sums_agree(data: bytes, size: int, start: int) -> None:
+    data = bytes(start) + data
+    count = (len(data) - start) // size
+    native, pure = native_sums(data, start, size, count), pure_sums(data, start, size, count)
+    assert [s % 0xFFFF for s in native] == [s % 0xFFFF for s in pure]
+
+
+def test_best_sums_prefers_the_compiled_helper_then_numpy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    best = native_sums if NATIVE else numpy_sums if HAVE_NUMPY else pure_sums
+    assert best_sums() is best
+    monkeypatch.setattr(segment_module, "NATIVE", False)
     assert best_sums() is (numpy_sums if HAVE_NUMPY else pure_sums)
     monkeypatch.setitem(sys.modules, "numpy", None)  # import numpy now raises
     assert best_sums() is pure_sums
+    assert best_segmenter().split(bytes(10) + b"x") == [b"x"]
 
 
 def _zero_sum_segment(payload: bytes, seq: int) -> bytes:
@@ -338,15 +365,16 @@ def _zero_sum_segment(payload: bytes, seq: int) -> bytes:
     return tcp_segment("10.0.0.1", "10.0.0.2", payload + filler, seq=seq)
 
 
-def test_a_zero_tcp_checksum_stays_zero_when_cut_and_not_otherwise() -> None:
+@pytest.mark.parametrize("make", SEGMENTERS)
+def test_a_zero_tcp_checksum_stays_zero_when_cut_and_not_otherwise(make: Make) -> None:
     # Cut segments get csum_fold (0 stays 0, as gso_make_checksum), a super-packet
     # of one segment is completed as a partial checksum (0 becomes 0xFFFF).
     first = _zero_sum_segment(b"a" * 98, seq=1000)
     assert first[36:38] == b"\0\0"
     second = tcp_segment("10.0.0.1", "10.0.0.2", b"b" * 40, seq=1100, ident=2)
     (write,) = coalesce([first, second])
-    assert Segmenter().split(b"".join(bytes(part) for part in write)) == [first, second]
+    assert make().split(b"".join(bytes(part) for part in write)) == [first, second]
     alone = VNET.pack(NEEDS_CSUM, GSO_TCPV4, 40, 1400, 20, 16) + first
-    (packet,) = Segmenter().split(alone)
+    (packet,) = make().split(alone)
     assert packet == first[:36] + b"\xff\xff" + first[38:]
     assert [packet] == reference_split(alone) and valid_tcp(packet)

@@ -54,6 +54,17 @@ def _peer(peer: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _socket_line(udp: dict[str, Any]) -> str:
+    parts = [f"{udp['rx_datagrams']} datagrams received, {udp['tx_datagrams']} sent"]
+    if udp.get("kernel_drops"):
+        parts.append(f"{udp['kernel_drops']} dropped by the kernel (filtered or queue full)")
+    if udp.get("prefilter"):
+        parts.append(f"prefilter in {udp['prefilter']}")
+    if udp.get("receive_buffer"):
+        parts.append(f"receive buffer {_bytes(udp['receive_buffer'])}")
+    return "  socket: " + ", ".join(parts)
+
+
 def format_status(status: dict[str, Any]) -> str:
     """The text ``show`` prints for one daemon's status document."""
     lines = [f"interface: {status['interface']}"]
@@ -67,6 +78,16 @@ def format_status(status: dict[str, Any]) -> str:
         merged = f", {device['tx_gso_writes']} GSO writes" if device.get("offload") else ""
         lines.append(
             f"  device: {device['rx_packets']} packets read, {device['tx_packets']} written{merged}"
+        )
+    udp = status.get("udp")
+    if udp:
+        lines.append(_socket_line(udp))
+    budget = status.get("budget")
+    if budget and (budget["refused_known"] or budget["refused_strangers"]):
+        lines.append(
+            f"  signatures: {budget['verified_known'] + budget['verified_strangers']} verified, "
+            f"{budget['refused_known'] + budget['refused_strangers']} refused by the budget "
+            f"({budget['refused_known']} from clients' endpoints)"
         )
     drops = _drops(status.get("drops", {}))
     if drops:

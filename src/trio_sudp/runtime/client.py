@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 
+import attrs
 import trio
 
 from ..protocol import events as ev
@@ -16,6 +17,7 @@ from ..protocol.errors import ConfigError, HandshakeError
 from ..protocol.peers import LocalIdentity, Peer, check_client_vaddr
 from ..protocol.session import SessionState
 from ..protocol.settings import SessionSettings
+from . import health
 from .common import (
     AddressLike,
     DrainingIterator,
@@ -149,6 +151,24 @@ class SUDPClient(OneSocket):
             raise RuntimeError("this client's payloads go to its VPN, not to a receive queue")
         return self._channels[1]
 
+    def drop_counts(self) -> Iterator[tuple[str, int]]:
+        """Every drop counter of the client: the session's and the runtime's."""
+        for reason, count in self._session.stats.drops.items():
+            yield reason.value, count
+        yield from self._runner.drops.items()
+
+    async def watch(self) -> None:
+        """Once a second (with debug logging): a summary of the drops."""
+        await health.watch(self.drop_counts)
+
+    def socket_status(self) -> dict[str, object]:
+        """The socket as the kernel sees it, and the UDP task's counters (for ``show``)."""
+        kernel_drops = getattr(self._sender.transport, "kernel_drops", None)
+        return {
+            "kernel_drops": None if kernel_drops is None else kernel_drops(),
+            **attrs.asdict(self._sender.stats),
+        }
+
     def statistics(self) -> PeerStatistics:
         """The session with the server: state, epoch, endpoint, counters, drops."""
         return self._runner.statistics(trio.current_time())
@@ -233,6 +253,7 @@ async def open_client(
             )
             nursery.start_soon(sender.run_writer)
             nursery.start_soon(receiver.run)
+            nursery.start_soon(client.watch)
             client.start(nursery)
             try:
                 if wait_connected:

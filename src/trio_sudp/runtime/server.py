@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
+from typing import cast
 
+import attrs
 import trio
 
 from ..protocol import events as ev
@@ -18,6 +20,7 @@ from ..protocol.peers import LocalIdentity, Peer, check_client_vaddr
 from ..protocol.server import ServerCore, ServerPeerSession
 from ..protocol.session import SessionState
 from ..protocol.settings import SessionSettings
+from . import health
 from .common import (
     AddressLike,
     DrainingIterator,
@@ -30,7 +33,7 @@ from .common import (
 from .peer import PeerRunner, PeerStatistics
 from .receive import ServerPath, UDPReceiver
 from .send import UDPSender
-from .transport import DatagramNetwork, DatagramTransport, UDPStats
+from .transport import DatagramNetwork, DatagramTransport, ServerSocket, UDPStats
 from .udp import UDPNetwork
 
 __all__ = ["ReceiveQueue", "SUDPServer", "open_server", "serve_server"]
@@ -85,8 +88,20 @@ class SUDPServer(OneSocket):
         self._on_event = on_event
         self._runners: dict[int, PeerRunner] = {}
         self._closed = False
+        transport = sender.transport
+        self._socket: ServerSocket | None = (
+            cast("ServerSocket", transport) if hasattr(transport, "attach_prefilter") else None
+        )
+        if self._socket is not None:
+            self._socket.grow_receive_buffer()
+        self._refilter()
         for session in core.sessions.values():
             self._attach(session)
+
+    def _refilter(self) -> None:
+        """The kernel's prefilter for the clients configured now (where it takes one)."""
+        if self._socket is not None:
+            self._socket.attach_prefilter(self.core.rules)
 
     def _attach(self, session: ServerPeerSession) -> PeerRunner:
         runner = PeerRunner(session, self._sender, on_event=self._event)
@@ -159,11 +174,45 @@ class SUDPServer(OneSocket):
         now = trio.current_time()
         return {vaddr: r.statistics(now) for vaddr, r in sorted(self._runners.items())}
 
+    def socket_status(self) -> dict[str, object]:
+        """The socket as the kernel sees it, and the UDP task's counters (for ``show``)."""
+        socket = self._socket
+        kernel_drops = getattr(self._sender.transport, "kernel_drops", None)
+        in_kernel = socket is not None and socket.prefilter_in_kernel
+        return {
+            "kernel_drops": None if kernel_drops is None else kernel_drops(),
+            "receive_buffer": None if socket is None else socket.receive_buffer_size,
+            "prefilter": "kernel" if in_kernel else "userspace",
+            **attrs.asdict(self._sender.stats),
+        }
+
+    def budget_status(self) -> dict[str, int]:
+        """What the signature-verification budget allowed and refused."""
+        return attrs.asdict(self.core.budget.stats)
+
+    def drop_counts(self) -> Iterator[tuple[str, int]]:
+        """Every drop counter of the server: no session's, each session's, the runtime's."""
+        for reason, count in self.core.drops.items():
+            yield reason.value, count
+        for runner in self._runners.values():
+            for reason, count in runner.session.stats.drops.items():
+                yield reason.value, count
+            yield from runner.drops.items()
+
+    async def watch(self) -> None:
+        """Once a second: socket losses to the core, and a debug summary of the drops."""
+        await health.watch(
+            self.drop_counts,
+            kernel_drops=getattr(self._sender.transport, "kernel_drops", None),
+            loss=self.core.loss,
+        )
+
     def add_peer(self, peer: Peer) -> None:
         """Configure a new client (``ConfigError`` if its vaddr is taken)."""
         check_peer(peer, "peer")
         check_client_vaddr(peer.vaddr, what="peer vaddr")
         self._attach(self.core.add_peer(peer))
+        self._refilter()
 
     def remove_peer(self, vaddr: int) -> None:
         """Forget a client and end its session."""
@@ -171,6 +220,7 @@ class SUDPServer(OneSocket):
         runner.timer.stop()
         self.core.remove_peer(vaddr).forget()
         del self._runners[vaddr]
+        self._refilter()
 
     def replace_peer(self, peer: Peer) -> None:
         """Apply a changed key or version: the client's session starts over."""
@@ -266,6 +316,7 @@ async def open_server(
             )
             nursery.start_soon(sender.run_writer)
             nursery.start_soon(receiver.run)
+            nursery.start_soon(server.watch)
             try:
                 yield server
             finally:

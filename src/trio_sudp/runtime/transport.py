@@ -13,6 +13,7 @@ from typing import Protocol
 import attrs
 
 from ..protocol.address import Address
+from ..protocol.prefilter import PrefilterRules
 
 __all__ = [
     "MAX_SEGMENTS",
@@ -23,6 +24,7 @@ __all__ = [
     "DatagramTransport",
     "SegmentReceiver",
     "SegmentSender",
+    "ServerSocket",
     "UDPStats",
     "format_address",
     "split_segments",
@@ -80,6 +82,31 @@ class DatagramNetwork(Protocol):
 
     def bind(self, address: Address) -> DatagramTransport:
         """Bind a new transport; raise ``OSError`` (e.g. address in use) on failure."""
+        ...
+
+
+class ServerSocket(Protocol):
+    """Optional protection a server's transport may offer (the real UDP socket does).
+
+    Looked up with ``getattr``: the fake network offers only :meth:`kernel_drops`.
+    """
+
+    def attach_prefilter(self, rules: PrefilterRules) -> bool:
+        """Have the kernel drop what ``rules`` refuse; whether it took the filter."""
+        ...
+
+    @property
+    def prefilter_in_kernel(self) -> bool: ...
+
+    @property
+    def receive_buffer_size(self) -> int: ...
+
+    def grow_receive_buffer(self) -> int:
+        """Ask for a large receive buffer; the size granted."""
+        ...
+
+    def kernel_drops(self) -> int | None:
+        """Datagrams the kernel dropped for this socket (filtered, queue full)."""
         ...
 
 

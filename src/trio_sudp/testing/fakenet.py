@@ -313,6 +313,11 @@ class FakeTransport:
         """Whether :meth:`close` was called."""
         return self._closed
 
+    def kernel_drops(self) -> int:
+        """Datagrams that found this transport's receive queue full (as a socket's
+        kernel drop counter would count them)."""
+        return self._dropped_queue_full
+
     def statistics(self) -> TransportStats:
         """This transport's counters."""
         self._land_due_if_running()

@@ -34,7 +34,9 @@ class TunDevice(PacketDevice, Protocol):
     ) -> None: ...
 
 
-def open_tun(name: str | None = None, *, mtu: int | None = None, offload: bool = True) -> TunDevice:
+def open_tun(
+    name: str | None = None, *, mtu: int | None = None, offload: bool = True, tso: bool = False
+) -> TunDevice:
     """Open a tunnel device for this platform, non-blocking, ready for the TUN task.
 
     ``name`` is an interface name or a pattern such as ``"sudp%d"`` on Linux; macOS
@@ -42,12 +44,13 @@ def open_tun(name: str | None = None, *, mtu: int | None = None, offload: bool =
     :class:`TunError` with a one-line reason (no ``/dev/net/tun``, no privilege, name
     in use...). Closing the device deletes the interface. ``offload`` opens a Linux
     TUN with ``IFF_VNET_HDR``, so that the TUN task can write many TCP segments of a
-    flow as one GSO packet (``vpn/coalesce.py``).
+    flow as one GSO packet (``vpn/coalesce.py``); ``tso`` also has the kernel hand over
+    TCP super-packets, which the device cuts into segments (``vpn/segment.py``).
     """
     if sys.platform == "linux":
         from trio_sudp.tun.linux import LinuxTun
 
-        return LinuxTun.open(name, mtu=mtu, vnet_header=offload)
+        return LinuxTun.open(name, mtu=mtu, vnet_header=offload, tso=offload and tso)
     if sys.platform == "darwin":
         from trio_sudp.tun.darwin import DarwinUtun
 

@@ -35,10 +35,9 @@ from trio_sudp.tun.errors import TunError
 from trio_sudp.tun.fd_device import FdDevice
 from trio_sudp.vpn.segment import (
     VNET_HEADER_SIZE,
-    PayloadSums,
     Segmenter,
     SegmentStats,
-    best_sums,
+    best_segmenter,
 )
 
 __all__ = [
@@ -141,7 +140,7 @@ class LinuxTun(FdDevice):
         read_size: int = READ_SIZE,
         vnet_header: bool = False,
         tso: bool = False,
-        sums: PayloadSums | None = None,
+        segmenter: Segmenter | None = None,
     ) -> LinuxTun:
         """Create a TUN device named ``name`` (or a pattern such as ``"sudp%d"``).
 
@@ -151,9 +150,9 @@ class LinuxTun(FdDevice):
         interface will have (a smaller buffer saves ≈0.3 µs per read).
         ``vnet_header`` opens it with ``IFF_VNET_HDR``, ``tso`` also with the
         offloads that make reads super-packets (see the module docstring);
-        ``sums`` is how segments' payload checksums are summed (default
-        :func:`~trio_sudp.vpn.segment.best_sums`). Raises :class:`TunError` with
-        the reason.
+        ``segmenter`` cuts the super-packets (default:
+        :func:`~trio_sudp.vpn.segment.best_segmenter`).
+        Raises :class:`TunError` with the reason.
         """
         raw = check_ifname(name) if name is not None else b""
         shown = name or "tun%d"
@@ -168,7 +167,7 @@ class LinuxTun(FdDevice):
             actual = _IFREQ_FLAGS.unpack(ifr)[0].rstrip(b"\0").decode("ascii")
             segmenter = None
             if tso and _set_offload(fd, actual):
-                segmenter = Segmenter(sums or best_sums())
+                segmenter = segmenter or best_segmenter()
             tun = cls(fd, actual, read_size=read_size, vnet_header=vnet_header, segmenter=segmenter)
             _no_link_local(actual)
             if mtu is not None:

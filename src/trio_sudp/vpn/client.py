@@ -100,6 +100,7 @@ class VpnClient:
             "tunnel": [str(a) for a in self.spec.addresses],
             "mtu": self.spec.tunnel_mtu,
             "device": device.status(),
+            "udp": client.socket_status(),
             "drops": drops,
             "peers": [peer],
         }
@@ -168,6 +169,7 @@ async def run_client(
             )
             try:
                 await nursery.start(tunnel.run)
+                nursery.start_soon(client.watch)
                 client.start(nursery)
                 await client.wait_connected()
                 async with configure_interface(

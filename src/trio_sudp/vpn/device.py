@@ -35,12 +35,15 @@ from ..runtime.batches import (
 )
 from ..runtime.transport import UDPStats
 from ..tun.base import PacketDevice
+from ..tun.errors import TunError
 from .coalesce import Write, coalesce
 
 __all__ = ["DeviceIO", "DeviceStats", "io_drops"]
 
 log = logging.getLogger("trio_sudp")
 
+#: Errors of a read that mean the device itself is gone (``ip link del`` under us).
+_DEVICE_GONE = frozenset({errno.EBADFD, errno.ENODEV, errno.ENXIO})
 #: Errors of a GSO write that mean the kernel will not take them at all.
 _GSO_REFUSED = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, errno.EPROTONOSUPPORT})
 
@@ -49,6 +52,12 @@ class VectoredDevice(Protocol):
     """A device that takes a packet as its parts, vnet header first (``LinuxTun``)."""
 
     def write_vectored_nowait(self, buffers: Sequence[bytes | memoryview]) -> None: ...
+
+
+class SegmentingDevice(Protocol):
+    """A device whose reads may be TCP super-packets, cut into segments (``LinuxTun``)."""
+
+    def read_packets_nowait(self) -> list[bytes]: ...
 
 
 def _write_counts(write: bytes | Write) -> tuple[int, int]:
@@ -96,6 +105,12 @@ class DeviceIO:
         )
         # Whether write batches are merged (off after the kernel refused a GSO write).
         self._merging = self._vectored is not None
+        #: One read: its packets (a TSO device cuts a super-packet into its segments).
+        self._read: Callable[[], list[bytes]] = (
+            cast("SegmentingDevice", device).read_packets_nowait
+            if getattr(device, "tso", False)
+            else self._read_one
+        )
         # Between begin_write_batch and end_write_batch: the packets to write.
         self._batch: list[bytes] | None = None
         self._backlog: WriteBacklog[bytes | Write] = WriteBacklog(
@@ -236,28 +251,41 @@ class DeviceIO:
         )
 
     def _drain(self, on_packet: Callable[[bytes, float], None], now: float) -> int:
-        """One batch of reads, each handed to ``on_packet``; how many packets."""
-        read = self.device.read_nowait
+        """One batch of reads, each packet handed to ``on_packet``; how many packets."""
+        read = self._read
         count = 0
         size = 0
         while count < TUN_READ_BATCH:
             try:
-                packet = read()
+                packets = read()
             except BlockingIOError:
                 break
-            count += 1
-            size += len(packet)
-            try:
-                on_packet(packet, now)
             except trio.ClosedResourceError:
                 raise
-            except Exception:
-                self.stats.internal_errors += 1
-                log.exception("internal error handling a packet from the tunnel device")
+            except OSError as exc:
+                if exc.errno in _DEVICE_GONE:
+                    raise TunError(
+                        f"the tunnel device {self.device.name} went away (deleted while in use?)",
+                        exc.errno,
+                    ) from exc
+                raise
+            for packet in packets:
+                count += 1
+                size += len(packet)
+                try:
+                    on_packet(packet, now)
+                except trio.ClosedResourceError:
+                    raise
+                except Exception:
+                    self.stats.internal_errors += 1
+                    log.exception("internal error handling a packet from the tunnel device")
         stats = self.stats
         stats.rx_packets += count
         stats.rx_bytes += size
         return count
+
+    def _read_one(self) -> list[bytes]:
+        return [self.device.read_nowait()]
 
 
 def io_drops(drops: Mapping[str, int], device: DeviceStats, udp: UDPStats) -> dict[str, int]:

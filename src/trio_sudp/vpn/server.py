@@ -146,6 +146,8 @@ class VpnServer:
             "tunnel": [str(a) for a in table.local],
             "mtu": table.mtu,
             "device": device.status(),
+            "udp": self.server.socket_status(),
+            "budget": self.server.budget_status(),
             "drops": drops,
             "peers": peers,
         }
@@ -271,6 +273,7 @@ async def run_server(
             )
             try:
                 await nursery.start(tunnel.run)
+                nursery.start_soon(server.watch)
                 async with nullcontext() if while_up is None else while_up(device.name):
                     log.info(
                         "serving on %s, tunnel %s on %s (MTU %d), %d clients",
