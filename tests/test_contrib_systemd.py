@@ -36,6 +36,9 @@ def test_unit_is_hardened_to_what_a_tun_device_needs(name: str) -> None:
     assert service["ProtectHome"] == "yes"
     assert service["RuntimeDirectory"] == "trio-sudp"
     assert service["UMask"] == "0077"
+    # The forwarding switches (server), resolvconf's records (client), nothing else.
+    writable = {NAMES[0]: "/proc/sys/net", NAMES[1]: "-/run/resolvconf"}[name]
+    assert service["ReadWritePaths"] == writable
 
 
 @pytest.mark.parametrize(("name", "command"), [(NAMES[0], "serve"), (NAMES[1], "connect")])

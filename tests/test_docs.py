@@ -36,4 +36,8 @@ def test_readme_commands_exist() -> None:
     assert "    scripts/test" in readme
     assert (ROOT / "scripts" / "demo").is_file()
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "exec scripts/test" in ci  # the README's test command, not a copy
+    # The README's test command, not a copy, once per Python version.
+    assert "PYTHON=${pythons[$i]} VENV=$venv scripts/test" in ci
+    readme_line = "    PYTHON=python3.13 VENV=.venv-3.13 scripts/test"
+    assert readme_line in readme
+    assert "venv=${VENV:-.venv}" in (ROOT / "scripts" / "test").read_text()

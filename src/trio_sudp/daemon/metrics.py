@@ -74,6 +74,38 @@ PEER_COUNTERS = (
 )
 
 
+#: Help texts of the counters of ``status["device"]`` and ``status["udp"]``; a counter
+#: not listed here is exported too, with its status key as help.
+DEVICE_HELP = {
+    "rx_packets": "Packets read from the TUN device (sent into the tunnel).",
+    "rx_bytes": "Bytes read from the TUN device.",
+    "tx_packets": "Packets written to the TUN device (received from the tunnel).",
+    "tx_bytes": "Bytes written to the TUN device.",
+    "tx_gso_writes": "Writes that carried several TCP segments as one GSO packet.",
+    "tx_backlog_drops": "Packets dropped because the TUN device and its backlog were full.",
+    "tx_errors": "Packets the kernel refused to take from the TUN device.",
+    "internal_errors": "Packets whose handling failed unexpectedly (a bug; logged).",
+}
+UDP_HELP = {
+    "rx_datagrams": "Datagrams received on the UDP socket.",
+    "tx_datagrams": "Datagrams sent on the UDP socket.",
+    "tx_backlog_drops": "Datagrams dropped because the socket and the send backlog were full.",
+    "tx_errors": "Datagrams the operating system refused to send.",
+    "internal_errors": "Datagrams whose handling failed unexpectedly (a bug; logged).",
+    "tx_segment_sends": "System calls that sent several datagrams at once (UDP GSO).",
+    "rx_segment_receives": "System calls that received several datagrams at once (UDP GRO).",
+}
+
+BUDGET_HELP = {
+    "verified_known": "Signatures verified for known clients' endpoints, within their budget.",
+    "verified_strangers": "Signatures verified for other sources, within their budget.",
+    "refused_known": "Verifications not attempted for known endpoints: over budget.",
+    "refused_strangers": "Verifications not attempted for other sources: over budget.",
+    "refusals_sent": "Unsigned refusals sent (within the refusal budget).",
+    "refusals_suppressed": "Refusals not sent: over the refusal budget (no reflection).",
+}
+
+
 def _counter_name(key: str) -> str:
     """``rx_packets`` → ``receive_packets``, ``tx_errors`` → ``transmit_errors``."""
     for short, long in (("rx_", "receive_"), ("tx_", "transmit_")):
@@ -126,7 +158,7 @@ class StatusCollector:
         for key, value in _counters(device):
             family = CounterMetricFamily(
                 f"{PREFIX}_device_{_counter_name(key)}",
-                f"TUN device counter {key}.",
+                DEVICE_HELP.get(key, f"TUN device counter {key}."),
                 labels=("interface",),
             )
             family.add_metric([interface], value)
@@ -155,7 +187,7 @@ class StatusCollector:
             for key, value in _counters(budget):
                 family = CounterMetricFamily(
                     f"{PREFIX}_handshake_budget_{key}",
-                    f"Handshake verification budget: {key.replace('_', ' ')}.",
+                    BUDGET_HELP.get(key, f"Handshake verification budget: {key}."),
                     labels=("interface",),
                 )
                 family.add_metric([interface], value)
@@ -168,7 +200,7 @@ class StatusCollector:
             if key == "receive_buffer":
                 family: CounterMetricFamily | GaugeMetricFamily = GaugeMetricFamily(
                     f"{PREFIX}_udp_receive_buffer_bytes",
-                    "The UDP socket's receive buffer, as the kernel reports it.",
+                    "The UDP socket's receive buffer size, as the kernel reports it.",
                     labels=("interface",),
                 )
             elif key == "kernel_drops":
@@ -180,7 +212,7 @@ class StatusCollector:
             else:
                 family = CounterMetricFamily(
                     f"{PREFIX}_udp_{_counter_name(key)}",
-                    f"UDP socket counter {key}.",
+                    UDP_HELP.get(key, f"UDP socket counter {key}."),
                     labels=("interface",),
                 )
             family.add_metric([interface], value)
