@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 from hypothesis import given
@@ -241,3 +242,17 @@ def test_serve_without_nft_and_connect_without_a_dns_tool_say_so(tmp_path: Path)
     (line,) = done.stderr.splitlines()
     assert line.startswith("trio-sudp: ERROR: DNS servers or search domains are configured")
     assert "neither resolvectl (systemd-resolved) nor resolvconf is installed" in line
+
+
+def test_reload_says_what_needs_a_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from trio_sudp.daemon.main import _warn_restart_needed
+
+    server = tmp_path / "server.toml"
+    init_server(server)
+    old = load_config(server)
+    assert isinstance(old, ServerConfig)
+    _warn_restart_needed(old, old)
+    assert caplog.records == []
+    new = attrs.evolve(old, forward=True, hooks=Hooks(post_up=("true",)))
+    _warn_restart_needed(old, new)
+    assert caplog.messages == ["reload: a change of forward, hooks needs a restart"]
