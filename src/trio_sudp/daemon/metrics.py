@@ -298,7 +298,7 @@ def _response(
 
 
 NOT_FOUND = _response(404, "Not Found", b"not found: try /metrics\n", Content_Type="text/plain")
-NOT_ALLOWED = _response(405, "Method Not Allowed", b"GET only\n", Allow="GET, HEAD")
+NOT_ALLOWED = _response(405, "Method Not Allowed", b"GET or HEAD only\n", Allow="GET, HEAD")
 BAD_REQUEST = _response(400, "Bad Request", b"bad request\n", Content_Type="text/plain")
 FAILED = _response(500, "Internal Server Error", b"failed; see the log\n")
 
