@@ -1,4 +1,4 @@
-"""Build the optional compiled helper ``trio_sudp.vpn._csum`` when a C compiler is there.
+"""Build the optional compiled helper ``trio_sudp.vpn._offload`` when a C compiler is there.
 
 It makes the TSO segmentation of TUN reads and the completion of partial checksums
 (``trio_sudp/vpn/segment.py``) several times cheaper; without it (no compiler, or
@@ -18,7 +18,7 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCE = Path("src/trio_sudp/vpn/_csum.c")
+SOURCE = Path("src/trio_sudp/vpn/_offload.c")
 
 
 class NativeHelperHook(BuildHookInterface):
@@ -30,9 +30,9 @@ class NativeHelperHook(BuildHookInterface):
         source = Path(self.root) / SOURCE
         suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
         if version == "editable":
-            target = source.with_name(f"_csum{suffix}")
+            target = source.with_name(f"_offload{suffix}")
         else:
-            target = Path(tempfile.mkdtemp(prefix="trio-sudp-native-")) / f"_csum{suffix}"
+            target = Path(tempfile.mkdtemp(prefix="trio-sudp-native-")) / f"_offload{suffix}"
         compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
         command = [
             *compiler,
@@ -54,6 +54,6 @@ class NativeHelperHook(BuildHookInterface):
             )
             return
         if version != "editable":
-            build_data["force_include"][str(target)] = f"trio_sudp/vpn/_csum{suffix}"
+            build_data["force_include"][str(target)] = f"trio_sudp/vpn/_offload{suffix}"
             build_data["pure_python"] = False
             build_data["infer_tag"] = True

@@ -364,6 +364,8 @@ async def test_sender_batch_mixed_sizes_and_addresses(host: str) -> None:
         stats = out.stats
         assert stats.tx_datagrams == len(batch)
         assert 0 < stats.tx_segment_sends < len(batch) // 4
+        # Every system call counted: the GSO runs and the datagrams sent alone.
+        assert stats.tx_segment_sends <= stats.tx_calls < len(batch) // 4
         assert stats.tx_errors == stats.tx_backlog_drops == 0
     finally:
         for t in (sender, a, b):
@@ -464,6 +466,7 @@ async def test_eagain_sends_the_rest_through_the_backlog_in_order() -> None:
     # The writer also sends runs with one call each.
     assert sum(kind == "gso" for kind, _, _ in transport.calls[3:]) > 0
     assert out.stats.tx_datagrams == len(expected)
+    assert out.stats.tx_calls == len(transport.calls)  # every call that sent something
 
 
 async def test_batch_into_a_full_backlog_drops_and_counts() -> None:
@@ -546,6 +549,8 @@ async def test_reader_splits_gro_buffers(host: str) -> None:
     assert path.singles == [(b"single", source)]
     assert stats.rx_segment_receives == 3
     assert stats.rx_datagrams == path.total
+    assert stats.rx_calls == 4  # datagrams per receive call: rx_datagrams / rx_calls
+    assert 1 <= stats.rx_batches <= 4
 
 
 @pytest.mark.parametrize("count", [1, RECEIVE_MANY_MIN - 1, RECEIVE_MANY_MIN, 9])

@@ -17,11 +17,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_sudp.testing.packets import tcp_segment, udp4
-from trio_sudp.vpn.coalesce import MAX_SEGMENTS, PLAIN_HEADER, Write, coalesce
+from trio_sudp.vpn import coalesce as coalesce_module
+from trio_sudp.vpn.coalesce import MAX_SEGMENTS, PLAIN_HEADER, Write, coalesce, pure_coalesce
 from trio_sudp.vpn.packet import internet_checksum
 
 ACK, PSH, SYN, FIN = 0x10, 0x08, 0x02, 0x01
 VNET = struct.Struct("=BBHHHH")
+
+
+IMPLEMENTATIONS = [pytest.param(pure_coalesce, id="pure")]
+if coalesce_module._offload is not None:
+    IMPLEMENTATIONS.append(pytest.param(coalesce_module.native_coalesce, id="native"))
+
+
+@pytest.fixture(params=IMPLEMENTATIONS, autouse=True, scope="module")
+def implementation(request: pytest.FixtureRequest) -> Any:
+    """Every test of this module runs against the pure merging and the compiled one."""
+    global coalesce
+    saved = coalesce
+    coalesce = request.param
+    yield request.param
+    coalesce = saved
 
 
 def resegment(write: Write) -> list[bytes]:

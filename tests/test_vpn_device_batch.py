@@ -76,6 +76,7 @@ def test_a_batch_is_written_merged_and_counted_as_its_packets() -> None:
     assert [kind for kind, _ in device.writes] == ["gso", "plain"]
     assert len(device.writes[0][1]) == 40 + 5 * 1000
     assert io.stats.tx_packets == 6
+    assert io.stats.tx_writes == 2
     assert io.stats.tx_bytes == sum(map(len, packets))
     assert io.stats.tx_gso_writes == 1
     assert io.status()["offload"] is True
@@ -227,3 +228,4 @@ async def test_a_tso_device_is_read_a_super_packet_at_a_time() -> None:
     assert batches[0] == len(expected)  # one batch: a read's packets are never split
     assert io.stats.rx_packets == len(expected)
     assert io.stats.rx_bytes == sum(map(len, expected))
+    assert (io.stats.rx_reads, io.stats.rx_batches) == (3, 1)

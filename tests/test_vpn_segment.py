@@ -8,9 +8,12 @@ segmenter must give exactly its bytes, with the pure-Python and the numpy sums.
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import struct
 import sys
+import sysconfig
 from collections.abc import Callable
 
 import pytest
@@ -378,3 +381,13 @@ def test_a_zero_tcp_checksum_stays_zero_when_cut_and_not_otherwise(make: Make) -
     (packet,) = make().split(alone)
     assert packet == first[:36] + b"\xff\xff" + first[38:]
     assert [packet] == reference_split(alone) and valid_tcp(packet)
+
+
+def test_the_compiled_helper_is_built_where_a_compiler_is() -> None:
+    """Where the build could compile it, it was compiled: no silent fallback in CI."""
+    compiler = sysconfig.get_config_var("CC")
+    if compiler is None or shutil.which(compiler.split()[0]) is None:
+        pytest.skip("no C compiler here: the pure Python path is the one in use")
+    if os.environ.get("TRIO_SUDP_NATIVE") == "0":
+        pytest.skip("TRIO_SUDP_NATIVE=0: built without the compiled helper")
+    assert NATIVE, "the compiled helper was not built (see hatch_build.py)"

@@ -91,7 +91,10 @@ class UDPReceiver:
                 raise
             except Exception:
                 self._internal_error(address)
-        self._stats.rx_datagrams += count
+        stats = self._stats
+        stats.rx_datagrams += count
+        stats.rx_calls += count
+        stats.rx_batches += count > 0
         return count
 
     def _drain_coalesced(self, now: float) -> int:
@@ -100,6 +103,7 @@ class UDPReceiver:
         path = self._path
         count = 0
         coalesced = 0
+        calls = 0
         while count < UDP_READ_BATCH:
             try:
                 buffer, segment_size, address = recv()
@@ -107,6 +111,7 @@ class UDPReceiver:
                 break
             except (ConnectionRefusedError, ConnectionResetError):
                 continue
+            calls += 1
             try:
                 if not segment_size:
                     count += 1
@@ -123,6 +128,8 @@ class UDPReceiver:
         stats = self._stats
         stats.rx_datagrams += count
         stats.rx_segment_receives += coalesced
+        stats.rx_calls += calls
+        stats.rx_batches += calls > 0
         return count
 
     def _internal_error(self, address: Address) -> None:

@@ -73,7 +73,9 @@ class UDPSender:
                 self._send_error(address, exc)
                 return
             else:
-                self.stats.tx_datagrams += 1
+                stats = self.stats
+                stats.tx_datagrams += 1
+                stats.tx_calls += 1
                 return
         self._queue([(datagram, address)])
 
@@ -170,6 +172,7 @@ class UDPSender:
                     continue
                 stats.tx_datagrams += end - i
                 stats.tx_segment_sends += 1
+                stats.tx_calls += 1
                 i = end
                 continue
             if not self._send_one(datagram, address):
@@ -188,5 +191,7 @@ class UDPSender:
         except OSError as exc:
             self._send_error(address, exc)
         else:
-            self.stats.tx_datagrams += 1
+            stats = self.stats
+            stats.tx_datagrams += 1
+            stats.tx_calls += 1
         return True

@@ -193,3 +193,8 @@ class UDPStats:
     #: System calls that sent several datagrams (GSO) / received several (GRO).
     tx_segment_sends: int = 0
     rx_segment_receives: int = 0
+    #: System calls that sent / received anything (datagrams per call: divide).
+    tx_calls: int = 0
+    rx_calls: int = 0
+    #: Wakeups of the read loop that found something to read.
+    rx_batches: int = 0

@@ -87,7 +87,7 @@ _GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
 _INT = struct.Struct("=i")
 _U16 = struct.Struct("=H")
 _U32 = struct.Struct("=I")
-_MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0)
+_MSG_TRUNC = int(getattr(socket, "MSG_TRUNC", 0))  # an IntFlag: & on it is Python code
 # Errors by which the kernel refuses GSO itself (no checksum offload on the route,
 # IPsec, no UDP_SEGMENT): no GSO any more on this socket.
 _GSO_UNSUPPORTED = frozenset(

@@ -35,7 +35,7 @@ class TunDevice(PacketDevice, Protocol):
 
 
 def open_tun(
-    name: str | None = None, *, mtu: int | None = None, offload: bool = True, tso: bool = False
+    name: str | None = None, *, mtu: int | None = None, offload: bool = True, tso: bool = True
 ) -> TunDevice:
     """Open a tunnel device for this platform, non-blocking, ready for the TUN task.
 

@@ -7,7 +7,9 @@ merged them: one pass through IP and TCP receive, one ACK instead of one per two
 segments). wireguard-go does the same since 0.0.20230223.
 
 :func:`coalesce` turns the packets one UDP batch decrypted into the writes for such
-a device. It merges only what Linux GRO itself would merge (``tcp_gro_receive``):
+a device (:func:`pure_coalesce`, or the same in the compiled helper
+``_offload.c`` where it was built; the tests hold both to one reference). It merges
+only what Linux GRO itself would merge (``tcp_gro_receive``):
 IPv4 without options and not fragmented, or IPv6 without extension headers; TCP
 with only ACK (and PSH on the last segment); the same addresses, ports, TOS or
 traffic class, TTL or hop limit, DF, ack number, window and options; sequence
@@ -26,7 +28,15 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-__all__ = ["MAX_SEGMENTS", "PLAIN_HEADER", "VNET_HEADER_SIZE", "Write", "coalesce"]
+__all__ = [
+    "MAX_SEGMENTS",
+    "PLAIN_HEADER",
+    "VNET_HEADER_SIZE",
+    "Write",
+    "coalesce",
+    "native_coalesce",
+    "pure_coalesce",
+]
 
 #: ``sizeof(struct virtio_net_hdr)``: the prefix of every read and write.
 VNET_HEADER_SIZE: Final = 10
@@ -137,7 +147,7 @@ def _checksum(data: bytes) -> int:
     return ~_fold(sum(struct.unpack(f"!{len(data) // 2}H", data))) & 0xFFFF
 
 
-def coalesce(packets: list[bytes]) -> list[Write]:
+def pure_coalesce(packets: list[bytes]) -> list[Write]:
     """The ``writev`` buffers that write ``packets`` to a ``IFF_VNET_HDR`` TUN device.
 
     Mergeable TCP segments of one flow become one GSO packet; every other packet is
@@ -209,3 +219,18 @@ def coalesce(packets: list[bytes]) -> list[Write]:
         flows[key] = merge
         items.append(merge)
     return [[PLAIN_HEADER, item] if isinstance(item, bytes) else item.write() for item in items]
+
+
+try:  # the optional compiled helper (vpn/_offload.c, built at install where possible)
+    from . import _offload
+except ImportError:  # pragma: no cover - exercised where no compiler was found
+    _offload = None  # type: ignore[assignment]
+
+
+def native_coalesce(packets: list[bytes]) -> list[Write]:
+    """:func:`pure_coalesce` in the compiled helper (the same writes, as bytes)."""
+    return _offload.coalesce(packets, PLAIN_HEADER)  # type: ignore[return-value]
+
+
+#: The merging the TUN task uses: the compiled helper's where it is built.
+coalesce = native_coalesce if _offload is not None else pure_coalesce

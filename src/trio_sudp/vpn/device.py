@@ -92,6 +92,11 @@ class DeviceStats:
     tx_errors: int = 0
     #: Packets whose handling raised an unexpected exception (a bug; logged).
     internal_errors: int = 0
+    #: Reads and writes that moved anything (packets per call: divide), and wakeups of
+    #: the read loop that found something to read.
+    rx_reads: int = 0
+    tx_writes: int = 0
+    rx_batches: int = 0
 
 
 class DeviceIO:
@@ -147,6 +152,7 @@ class DeviceIO:
                 stats = self.stats
                 stats.tx_packets += 1
                 stats.tx_bytes += len(packet)
+                stats.tx_writes += 1
                 return
         self._queue(packet)
 
@@ -216,6 +222,7 @@ class DeviceIO:
         stats = self.stats
         stats.tx_packets += packets
         stats.tx_bytes += size
+        stats.tx_writes += 1
         if packets > 1:
             stats.tx_gso_writes += 1
 
@@ -255,6 +262,7 @@ class DeviceIO:
         read = self._read
         count = 0
         size = 0
+        reads = 0
         while count < TUN_READ_BATCH:
             try:
                 packets = read()
@@ -269,6 +277,7 @@ class DeviceIO:
                         exc.errno,
                     ) from exc
                 raise
+            reads += 1
             for packet in packets:
                 count += 1
                 size += len(packet)
@@ -282,6 +291,8 @@ class DeviceIO:
         stats = self.stats
         stats.rx_packets += count
         stats.rx_bytes += size
+        stats.rx_reads += reads
+        stats.rx_batches += reads > 0
         return count
 
     def _read_one(self) -> list[bytes]:

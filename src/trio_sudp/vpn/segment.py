@@ -33,7 +33,7 @@ numbers and both are tested. A single packet's partial checksum (every UDP packe
 once ``TUN_F_CSUM`` is on) is summed in pure Python without the compiled helper:
 numpy costs more than it saves on 1500 bytes.
 
-Where a C compiler was found at install, the compiled helper ``_csum`` (``_csum.c``)
+Where a C compiler was found at install, the compiled helper ``_offload`` (``_offload.c``)
 does all of it — the cut, the sums, the completed checksums — about four times
 cheaper again than numpy; the tests hold all paths to one reference.
 
@@ -75,13 +75,13 @@ __all__ = [
     "pure_sums",
 ]
 
-try:  # the optional compiled helper (vpn/_csum.c, built at install where possible)
-    from . import _csum
+try:  # the optional compiled helper (vpn/_offload.c, built at install where possible)
+    from . import _offload
 except ImportError:  # pragma: no cover - exercised where no compiler was found
-    _csum = None  # type: ignore[assignment]
+    _offload = None  # type: ignore[assignment]
 
 #: Whether the compiled helper is there.
-NATIVE: Final = _csum is not None
+NATIVE: Final = _offload is not None
 
 #: ``struct virtio_net_hdr``: flags, gso_type, hdr_len, gso_size, csum_start,
 #: csum_offset, in the host's byte order (a legacy TUN header is native-endian).
@@ -207,7 +207,7 @@ def numpy_sums(data: bytes, start: int, size: int, count: int) -> list[int]:
 
 def native_sums(data: bytes, start: int, size: int, count: int) -> list[int]:
     """:data:`PayloadSums` in the compiled helper (:data:`NATIVE` must be true)."""
-    return _csum.sums(data, start, size, count)
+    return _offload.sums(data, start, size, count)
 
 
 def best_sums() -> PayloadSums:
@@ -236,7 +236,7 @@ class Segmenter:
         """``sums`` computes the payload sums of the segments (see :func:`best_sums`);
         ``native`` cuts and completes checksums in the compiled helper instead."""
         if native and not NATIVE:
-            raise RuntimeError("the compiled helper trio_sudp.vpn._csum is not built")
+            raise RuntimeError("the compiled helper trio_sudp.vpn._offload is not built")
         self._sums = native_sums if native else sums
         self._native = native
         self.stats = SegmentStats()
@@ -266,7 +266,7 @@ class Segmenter:
         self.stats.checksums += 1
         # 0xFFFF - s is never 0: a zero result is written as 0xFFFF (CSUM_MANGLED_0),
         # zero meaning "no checksum" to UDP over IPv4.
-        checksum = 0xFFFF - (_csum.checksum(data, start) if self._native else _sum(data[start:]))
+        checksum = 0xFFFF - (_offload.checksum(data, start) if self._native else _sum(data[start:]))
         return [data[VNET_HEADER_SIZE:at] + checksum.to_bytes(2) + data[at + 2 :]]
 
     def _segment(
@@ -298,7 +298,7 @@ class Segmenter:
         stats.gso_reads += 1
         stats.segments += count
         if self._native:
-            return _csum.cut(data, v4, ip, hdr, mss)
+            return _offload.cut(data, v4, ip, hdr, mss)
         return _cut(data, v4, ip, hdr, mss, count, self._sums)
 
 
