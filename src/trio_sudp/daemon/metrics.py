@@ -85,6 +85,9 @@ DEVICE_HELP = {
     "tx_backlog_drops": "Packets dropped because the TUN device and its backlog were full.",
     "tx_errors": "Packets the kernel refused to take from the TUN device.",
     "internal_errors": "Packets whose handling failed unexpectedly (a bug; logged).",
+    "rx_reads": "Reads from the TUN device that returned anything (packets per read: divide).",
+    "tx_writes": "Writes to the TUN device.",
+    "rx_batches": "Wakeups of the TUN read loop that found something to read.",
 }
 UDP_HELP = {
     "rx_datagrams": "Datagrams received on the UDP socket.",
@@ -94,6 +97,9 @@ UDP_HELP = {
     "internal_errors": "Datagrams whose handling failed unexpectedly (a bug; logged).",
     "tx_segment_sends": "System calls that sent several datagrams at once (UDP GSO).",
     "rx_segment_receives": "System calls that received several datagrams at once (UDP GRO).",
+    "tx_calls": "System calls that sent anything (datagrams per call: divide).",
+    "rx_calls": "System calls that received anything.",
+    "rx_batches": "Wakeups of the UDP read loop that found something to read.",
 }
 
 BUDGET_HELP = {
