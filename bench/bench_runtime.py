@@ -210,22 +210,23 @@ async def hooked_server(
         handshake_rate=None,
         handshake_burst=DEFAULT_HANDSHAKE_BURST,
     )
-    transport = bind_server(None, "127.0.0.1:0")
+    lanes = bind_server(None, "127.0.0.1:0")
     try:
         async with trio.open_nursery() as nursery:
             stats = UDPStats()
-            sender = UDPSender(transport, stats)
-            server = trio_sudp.SUDPServer(core, sender, nursery)
-            receiver = UDPReceiver(
-                transport, stats, ServerPath(core, server.runners, sink), boundary=sender.batch
-            )
+            sender = UDPSender(lanes.known, stats)
+            server = trio_sudp.SUDPServer(core, sender, lanes, nursery)
+            path = ServerPath(core, server.runners, sink)
             nursery.start_soon(sender.run_writer)
-            nursery.start_soon(receiver.run)
+            for transport in lanes.transports:
+                receiver = UDPReceiver(transport, stats, path, boundary=sender.batch)
+                nursery.start_soon(receiver.run)
+            nursery.start_soon(server.watch)
             yield server
             server.close()
             nursery.cancel_scope.cancel()
     finally:
-        transport.close()
+        lanes.close()
 
 
 @dataclass

@@ -130,7 +130,11 @@ def test_format_status_reads_like_wg_show() -> None:
             "udp": {
                 "rx_datagrams": 2010,
                 "tx_datagrams": 30,
+                "rx_strangers": 1900,
                 "kernel_drops": 123456,
+                "strangers_kernel_drops": 123400,
+                "steering": True,
+                "steered": 1,
                 "prefilter": "kernel",
                 "receive_buffer": 64 * 1024 * 1024,
             },
@@ -171,8 +175,9 @@ def test_format_status_reads_like_wg_show() -> None:
     assert "drops: unknown_peer 2" in text
     assert "device: 12 packets read, 2000 written, 50 GSO writes" in text
     assert (
-        "socket: 2010 datagrams received, 30 sent, 123456 dropped by the kernel (filtered or "
-        "queue full), prefilter in kernel, receive buffer 64.00 MiB"
+        "socket: 2010 datagrams received, 30 sent, 1900 from strangers, 123456 dropped by the "
+        "kernel (filtered or queue full; 123400 of them strangers'), own queue for 1 client, "
+        "prefilter in kernel, receive buffer 64.00 MiB"
     ) in text
     assert (
         "signatures: 1040 verified, 50000 refused by the budget (0 from clients' endpoints)" in text

@@ -50,6 +50,11 @@ UDP = {
     "rx_segment_receives": 40,
     "tx_backlog_drops": 1,
     "tx_errors": 2,
+    "strangers_kernel_drops": 5,
+    "lanes": 2,
+    "steering": True,
+    "steered": 1,
+    "rx_strangers": 60,
 }
 BUDGET = {
     "verified_known": 5,
@@ -171,6 +176,11 @@ def test_daemon_metrics_device_udp_and_budget() -> None:
     assert samples[("trio_sudp_udp_transmit_segment_sends_total", one)] == 30
     assert samples[("trio_sudp_udp_receive_segment_receives_total", one)] == 40
     assert samples[("trio_sudp_udp_prefilter_info", daemon_labels(mode="kernel"))] == 1
+    assert samples[("trio_sudp_udp_strangers_kernel_drops_total", one)] == 5
+    assert samples[("trio_sudp_udp_receive_strangers_total", one)] == 60
+    assert samples[("trio_sudp_udp_lanes", one)] == 2  # gauges, not counters
+    assert samples[("trio_sudp_udp_steering", one)] == 1
+    assert samples[("trio_sudp_udp_steered_endpoints", one)] == 1
     for key, value in BUDGET.items():
         assert samples[(f"trio_sudp_handshake_budget_{key}_total", one)] == value
     info = daemon_labels(role="server", listen="0.0.0.0:7000", public_key="SHA256:srv")

@@ -578,18 +578,38 @@ def test_unknown_peer_and_rate_limit_counted_by_the_server_core() -> None:
     assert pair.core.route(forged_src, CLIENT_ADDR, pair.now) == NO_PEER
     assert pair.core.drops[DropReason.UNKNOWN_PEER] == 1
     # 40 distinct, well-signed handshakes from ports of one host that is no client's
-    # endpoint: the host's burst of 20 is verified, the rest refused unverified.
+    # endpoint: the host's burst of 20 gets past the door and is verified; the rest
+    # are refused at the door, before anything is parsed.
     hellos = [signed_hello(pair, epoch) for epoch in range(100, 140)]
+    routed = []
     for port, hello in enumerate(hellos, 40000):
         source = (CLIENT_ADDR[0], port)
-        assert pair.core.route(hello, source, pair.now) == CLIENT_VADDR
-        assert pair.server.receive(hello, source, pair.now) is None
-    assert pair.server.stats.drops[DropReason.RATE_LIMITED] == 20
+        vaddr = pair.core.route(hello, source, pair.now)
+        routed.append(vaddr)
+        if vaddr == CLIENT_VADDR:
+            assert pair.server.receive(hello, source, pair.now) is None
+    assert routed == [CLIENT_VADDR] * 20 + [NO_PEER] * 20
+    assert pair.core.drops[DropReason.RATE_LIMITED] == 20
+    assert DropReason.RATE_LIMITED not in pair.server.stats.drops
     budget = pair.core.budget.stats
     assert (budget.verified_strangers, budget.refused_strangers) == (20, 20)
     # Another source host has its own bucket.
-    pair.server.receive(signed_hello(pair, 200), ("198.51.100.99", 1), pair.now)
-    assert budget.verified_strangers == 21
+    other = ("198.51.100.99", 1)
+    assert pair.core.route(signed_hello(pair, 200), other, pair.now) == CLIENT_VADDR
+
+
+def test_a_clients_own_endpoint_is_never_held_at_the_door() -> None:
+    pair = Pair(handshake_rate=1.0)
+    pair.connect()
+    for port in range(40000, 40100):  # its host's bucket, from other ports, runs dry
+        pair.core.route(signed_hello(pair, port), (CLIENT_ADDR[0], port), pair.now)
+    assert pair.core.drops[DropReason.RATE_LIMITED] == 80
+    for epoch in range(300, 330):
+        assert pair.core.route(signed_hello(pair, epoch), CLIENT_ADDR, pair.now) == CLIENT_VADDR
+    pair.client.rekey(pair.now)
+    pair.run_for(1.0)
+    assert pair.server.state.value == "established"
+    assert pair.server.stats.handshakes == 2
 
 
 def signed_hello(pair: Pair, epoch: int) -> bytes:

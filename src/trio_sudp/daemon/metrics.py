@@ -100,6 +100,19 @@ UDP_HELP = {
     "tx_calls": "System calls that sent anything (datagrams per call: divide).",
     "rx_calls": "System calls that received anything.",
     "rx_batches": "Wakeups of the UDP read loop that found something to read.",
+    "rx_strangers": "Datagrams read from the strangers' socket: not from a client's endpoint.",
+    "kernel_drops": "Datagrams the kernel dropped before the daemon read them (socket full).",
+    "strangers_kernel_drops": "Of those, datagrams for the strangers' socket (not a client's).",
+}
+#: The entries of ``status["udp"]`` that are states, not counts: name, help.
+UDP_GAUGES = {
+    "receive_buffer": (
+        "receive_buffer_bytes",
+        "The UDP socket's receive buffer size, as the kernel reports it.",
+    ),
+    "lanes": ("lanes", "Receive sockets: 2 when known clients have one of their own, else 1."),
+    "steering": ("steering", "1 while the kernel steers known clients to their own socket."),
+    "steered": ("steered_endpoints", "Client endpoints the kernel steers to their socket now."),
 }
 
 BUDGET_HELP = {
@@ -202,25 +215,22 @@ class StatusCollector:
     def _udp(self, udp: Mapping[str, Any] | None, interface: str) -> Iterator[Metric]:
         if not udp:
             return
-        for key, value in _counters(udp):
-            if key == "receive_buffer":
-                family: CounterMetricFamily | GaugeMetricFamily = GaugeMetricFamily(
-                    f"{PREFIX}_udp_receive_buffer_bytes",
-                    "The UDP socket's receive buffer size, as the kernel reports it.",
-                    labels=("interface",),
-                )
-            elif key == "kernel_drops":
-                family = CounterMetricFamily(
-                    f"{PREFIX}_udp_kernel_drops",
-                    "Datagrams the kernel dropped before the daemon read them (full socket).",
-                    labels=("interface",),
-                )
-            else:
+        for key, value in sorted(udp.items()):
+            if value is None or key == "prefilter":
+                continue
+            family: CounterMetricFamily | GaugeMetricFamily
+            if key in UDP_GAUGES:
+                name, text = UDP_GAUGES[key]
+                family = GaugeMetricFamily(f"{PREFIX}_udp_{name}", text, labels=("interface",))
+                value = float(value)  # a flag counts as 0 or 1
+            elif isinstance(value, int) and not isinstance(value, bool):
                 family = CounterMetricFamily(
                     f"{PREFIX}_udp_{_counter_name(key)}",
                     UDP_HELP.get(key, f"UDP socket counter {key}."),
                     labels=("interface",),
                 )
+            else:
+                continue
             family.add_metric([interface], value)
             yield family
         prefilter = udp.get("prefilter")

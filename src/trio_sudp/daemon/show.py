@@ -56,8 +56,15 @@ def _peer(peer: dict[str, Any]) -> list[str]:
 
 def _socket_line(udp: dict[str, Any]) -> str:
     parts = [f"{udp['rx_datagrams']} datagrams received, {udp['tx_datagrams']} sent"]
+    if udp.get("rx_strangers"):
+        parts.append(f"{udp['rx_strangers']} from strangers")
     if udp.get("kernel_drops"):
-        parts.append(f"{udp['kernel_drops']} dropped by the kernel (filtered or queue full)")
+        strangers = udp.get("strangers_kernel_drops")
+        where = f"; {strangers} of them strangers'" if strangers else ""
+        parts.append(f"{udp['kernel_drops']} dropped by the kernel (filtered or queue full{where})")
+    if udp.get("steering"):
+        steered = udp["steered"]
+        parts.append(f"own queue for {steered} client{'' if steered == 1 else 's'}")
     if udp.get("prefilter"):
         parts.append(f"prefilter in {udp['prefilter']}")
     if udp.get("receive_buffer"):

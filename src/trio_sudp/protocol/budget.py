@@ -9,7 +9,10 @@ well-formed handshake) owns its CPU unless verifications are budgeted:
   global bucket: a flood from elsewhere cannot starve the keepalives and rekeys of
   established clients, and a flood spoofing one client's endpoint costs that client
   alone;
-- any other source draws on its host's bucket and on the strangers' global bucket;
+- any other source host has a bucket of signed datagrams it may send at all
+  (:meth:`VerifyBudget.admit`, checked by ``ServerCore.route`` before anything is
+  parsed: beyond it, a flood costs a lookup per datagram), and its verifications
+  draw on the strangers' global bucket;
 - refusals (the only answers to unauthenticated requests, never signed themselves)
   share one small global bucket, so the server is no reflector.
 
@@ -33,8 +36,8 @@ __all__ = [
     "VerifyBudget",
 ]
 
-#: Verifications per second (and at once) for one source host that is no client's
-#: current endpoint: ``open_server``'s ``handshake_rate`` and ``handshake_burst``.
+#: Signed datagrams per second (and at once) looked at from one source host that is no
+#: client's current endpoint: ``open_server``'s ``handshake_rate`` and ``handshake_burst``.
 DEFAULT_HANDSHAKE_RATE: Final = 20.0
 DEFAULT_HANDSHAKE_BURST: Final = 20.0
 #: Verifications per second for all known clients' endpoints together, and for all
@@ -141,10 +144,19 @@ class VerifyBudget:
         self._clients: dict[int, TokenBucket] = {}
         self._refusals = TokenBucket(refusal_rate, refusal_rate)
 
-    def allow(self, vaddr: int, source: str, known: bool, now: float) -> bool:
-        """Whether to verify a signed message for client ``vaddr`` from host ``source``.
+    def admit(self, source: str, now: float) -> bool:
+        """Whether to look at a signed datagram from host ``source``, which is no
+        client's known endpoint (taking one of its tokens)."""
+        if not self._limited or self._sources.allow(source, now):
+            return True
+        self.stats.refused_strangers += 1
+        return False
 
-        ``known``: it came from that client's current endpoint.
+    def allow(self, vaddr: int, known: bool, now: float) -> bool:
+        """Whether to verify a signed message for client ``vaddr``.
+
+        ``known``: it came from that client's current endpoint (else its host was
+        :meth:`admit`-ted).
         """
         stats = self.stats
         if not self._limited:
@@ -162,7 +174,7 @@ class VerifyBudget:
                 return True
             stats.refused_known += 1
             return False
-        if self._sources.allow(source, now) and self._strangers.take(now):
+        if self._strangers.take(now):
             stats.verified_strangers += 1
             return True
         stats.refused_strangers += 1

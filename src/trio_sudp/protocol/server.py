@@ -81,9 +81,13 @@ class ServerPeerSession(Session):
             return SessionState.HANDSHAKING
         return SessionState.IDLE
 
+    def knows(self, address: Address) -> bool:
+        """Whether ``address`` is this client's endpoint, or where its new handshake's
+        answer went: a signed message from there is the client's to pay for."""
+        return address == self.endpoint or address == self._answered
+
     def _may_verify(self, address: Address, now: float) -> bool:
-        known = address == self.endpoint or address == self._answered
-        return self._budget.allow(self.peer.vaddr, address[0], known, now)
+        return self._budget.allow(self.peer.vaddr, self.knows(address), now)
 
     def _proves_key(self, message: SignedMessage) -> bool:
         # A Control in an epoch we hold a key for: the EpochAck, a KeepAlive.
@@ -256,7 +260,10 @@ class ServerCore:
         """The virtual address of the client a datagram belongs to, or :data:`NO_PEER`.
 
         Data goes by its ``src`` alone (the session's data path checks the rest);
-        anything else must pass the :class:`PrefilterRules` first.
+        anything else must pass the :class:`PrefilterRules` first, and, unless it
+        comes from where the client is known to be, its source host's budget of
+        signed datagrams (``VerifyBudget.admit``): a flood from one host costs a
+        dictionary lookup per datagram, not a parse.
         """
         if len(datagram) < HEADER_SIZE:
             self.drops[DropReason.DATAGRAM_TOO_SHORT] += 1
@@ -267,7 +274,15 @@ class ServerCore:
                 self.drops[reason] += 1
                 return NO_PEER
         src = (datagram[4] << 8) | datagram[5]
-        if src not in self.sessions:
+        session = self.sessions.get(src)
+        if session is None:
             self.drops[DropReason.UNKNOWN_PEER] += 1
+            return NO_PEER
+        if (
+            datagram[1] != Kind.DATA
+            and not session.knows(address)
+            and not self.budget.admit(address[0], now)
+        ):
+            self.drops[DropReason.RATE_LIMITED] += 1
             return NO_PEER
         return src

@@ -56,11 +56,14 @@ class UDPReceiver:
         path: DatagramPath,
         *,
         boundary: Callable[[], AbstractContextManager[object]],
+        strangers: bool = False,
     ) -> None:
         self._transport = transport
         self._stats = stats
         self._path = path
         self._boundary = boundary
+        #: Reading a server's strangers' lane: its datagrams are counted as such too.
+        self._strangers = strangers
 
     async def run(self) -> None:
         """Read until the transport is closed (or the task is cancelled)."""
@@ -95,6 +98,8 @@ class UDPReceiver:
         stats.rx_datagrams += count
         stats.rx_calls += count
         stats.rx_batches += count > 0
+        if self._strangers:
+            stats.rx_strangers += count
         return count
 
     def _drain_coalesced(self, now: float) -> int:
@@ -130,6 +135,8 @@ class UDPReceiver:
         stats.rx_segment_receives += coalesced
         stats.rx_calls += calls
         stats.rx_batches += calls > 0
+        if self._strangers:
+            stats.rx_strangers += count
         return count
 
     def _internal_error(self, address: Address) -> None:

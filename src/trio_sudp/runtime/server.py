@@ -6,7 +6,6 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
-from typing import cast
 
 import attrs
 import trio
@@ -30,11 +29,11 @@ from .common import (
     check_peer,
     collapse_exception_groups,
 )
+from .lanes import STEER_INTERVAL, ServerLanes, bind_lanes
 from .peer import PeerRunner, PeerStatistics
 from .receive import ServerPath, UDPReceiver
 from .send import UDPSender
-from .transport import DatagramNetwork, DatagramTransport, ServerSocket, UDPStats
-from .udp import UDPNetwork
+from .transport import Address, DatagramNetwork, UDPStats
 
 __all__ = ["ReceiveQueue", "SUDPServer", "open_server", "serve_server"]
 
@@ -76,6 +75,7 @@ class SUDPServer(OneSocket):
         self,
         core: ServerCore,
         sender: UDPSender,
+        lanes: ServerLanes,
         peers_nursery: trio.Nursery,
         *,
         queue: ReceiveQueue | None = None,
@@ -83,25 +83,38 @@ class SUDPServer(OneSocket):
     ) -> None:
         self.core = core
         self._sender = sender
+        self._lanes = lanes
         self._nursery = peers_nursery
         self._queue = queue
         self._on_event = on_event
         self._runners: dict[int, PeerRunner] = {}
         self._closed = False
-        transport = sender.transport
-        self._socket: ServerSocket | None = (
-            cast("ServerSocket", transport) if hasattr(transport, "attach_prefilter") else None
-        )
-        if self._socket is not None:
-            self._socket.grow_receive_buffer()
+        # Set when a client's endpoint may have moved: the lanes follow (watch()).
+        self._endpoints_moved = trio.Event()
+        lanes.grow_receive_buffers()
         self._refilter()
         for session in core.sessions.values():
             self._attach(session)
 
     def _refilter(self) -> None:
         """The kernel's prefilter for the clients configured now (where it takes one)."""
-        if self._socket is not None:
-            self._socket.attach_prefilter(self.core.rules)
+        self._lanes.attach_prefilter(self.core.rules)
+
+    def _endpoints(self) -> list[Address]:
+        """The current endpoints of established clients: the kernel's known lane."""
+        return [
+            r.session.endpoint
+            for r in self._runners.values()
+            if r.session.endpoint is not None and r.session.state is SessionState.ESTABLISHED
+        ]
+
+    async def _follow_endpoints(self) -> None:
+        while True:
+            await self._endpoints_moved.wait()
+            self._endpoints_moved = trio.Event()
+            self._lanes.steer(self._endpoints())
+            # Many clients connecting at once cost one rebuild per interval, not each.
+            await trio.sleep(STEER_INTERVAL)
 
     def _attach(self, session: ServerPeerSession) -> PeerRunner:
         runner = PeerRunner(session, self._sender, on_event=self._event)
@@ -110,6 +123,8 @@ class SUDPServer(OneSocket):
 
     def _event(self, runner: PeerRunner, event: ev.Event) -> None:
         timer = runner.timer
+        if isinstance(event, ev.Connected | ev.Roamed | ev.Expired):
+            self._endpoints_moved.set()
         if isinstance(event, ev.Expired):
             timer.stop()
         elif (
@@ -175,14 +190,17 @@ class SUDPServer(OneSocket):
         return {vaddr: r.statistics(now) for vaddr, r in sorted(self._runners.items())}
 
     def socket_status(self) -> dict[str, object]:
-        """The socket as the kernel sees it, and the UDP task's counters (for ``show``)."""
-        socket = self._socket
-        kernel_drops = getattr(self._sender.transport, "kernel_drops", None)
-        in_kernel = socket is not None and socket.prefilter_in_kernel
+        """The sockets as the kernel sees them, and the UDP tasks' counters (for ``show``)."""
+        lanes = self._lanes
+        known, strangers = lanes.kernel_drops()
         return {
-            "kernel_drops": None if kernel_drops is None else kernel_drops(),
-            "receive_buffer": None if socket is None else socket.receive_buffer_size,
-            "prefilter": "kernel" if in_kernel else "userspace",
+            "kernel_drops": None if known is None else known + (strangers or 0),
+            "strangers_kernel_drops": strangers,
+            "lanes": len(lanes.transports),
+            "steering": lanes.steering,
+            "steered": lanes.steered,
+            "receive_buffer": lanes.receive_buffer_size,
+            "prefilter": "kernel" if lanes.prefilter_in_kernel else "userspace",
             **attrs.asdict(self._sender.stats),
         }
 
@@ -200,12 +218,14 @@ class SUDPServer(OneSocket):
             yield from runner.drops.items()
 
     async def watch(self) -> None:
-        """Once a second: socket losses to the core, and a debug summary of the drops."""
-        await health.watch(
-            self.drop_counts,
-            kernel_drops=getattr(self._sender.transport, "kernel_drops", None),
-            loss=self.core.loss,
-        )
+        """Once a second: the known lane's losses to the core, and a debug summary of the
+        drops; and the kernel's lanes follow the clients' endpoints."""
+        async with trio.open_nursery() as nursery:
+            if self._lanes.steering:
+                nursery.start_soon(self._follow_endpoints)
+            await health.watch(
+                self.drop_counts, kernel_drops=self._lanes.known_drops, loss=self.core.loss
+            )
 
     def add_peer(self, peer: Peer) -> None:
         """Configure a new client (``ConfigError`` if its vaddr is taken)."""
@@ -221,6 +241,7 @@ class SUDPServer(OneSocket):
         self.core.remove_peer(vaddr).forget()
         del self._runners[vaddr]
         self._refilter()
+        self._endpoints_moved.set()
 
     def replace_peer(self, peer: Peer) -> None:
         """Apply a changed key or version: the client's session starts over."""
@@ -236,7 +257,7 @@ class SUDPServer(OneSocket):
             runner.timer.stop()
         if self._queue is not None:
             self._queue.send_channel.close()
-        self._sender.transport.close()
+        self._lanes.close()
 
 
 def make_core(
@@ -265,10 +286,9 @@ def make_core(
     )
 
 
-def bind_server(network: DatagramNetwork | None, bind: AddressLike) -> DatagramTransport:
-    """The server's socket: bound on ``network`` (real UDP by default)."""
-    network = network if network is not None else UDPNetwork()
-    return network.bind(as_tuple(bind, "bind"))
+def bind_server(network: DatagramNetwork | None, bind: AddressLike) -> ServerLanes:
+    """The server's sockets: bound on ``network`` (real UDP by default; ``lanes.py``)."""
+    return bind_lanes(network, as_tuple(bind, "bind"))
 
 
 @asynccontextmanager
@@ -301,21 +321,21 @@ async def open_server(
         handshake_rate=handshake_rate,
         handshake_burst=handshake_burst,
     )
-    transport = bind_server(network, bind)
+    lanes = bind_server(network, bind)
     try:
         async with collapse_exception_groups(), trio.open_nursery() as nursery:
             stats = UDPStats()
-            sender = UDPSender(transport, stats)
+            sender = UDPSender(lanes.known, stats)
             queue = ReceiveQueue(receive_queue)
-            server = SUDPServer(core, sender, nursery, queue=queue)
-            receiver = UDPReceiver(
-                transport,
-                stats,
-                ServerPath(core, server.runners, queue.put),
-                boundary=sender.batch,
-            )
+            server = SUDPServer(core, sender, lanes, nursery, queue=queue)
+            path = ServerPath(core, server.runners, queue.put)
             nursery.start_soon(sender.run_writer)
-            nursery.start_soon(receiver.run)
+            for transport in lanes.transports:
+                strangers = transport is lanes.strangers
+                receiver = UDPReceiver(
+                    transport, stats, path, boundary=sender.batch, strangers=strangers
+                )
+                nursery.start_soon(receiver.run)
             nursery.start_soon(server.watch)
             try:
                 yield server
@@ -323,7 +343,7 @@ async def open_server(
                 server.close()
                 nursery.cancel_scope.cancel()
     finally:
-        transport.close()
+        lanes.close()
 
 
 async def serve_server(

@@ -198,3 +198,6 @@ class UDPStats:
     rx_calls: int = 0
     #: Wakeups of the read loop that found something to read.
     rx_batches: int = 0
+    #: Datagrams a server read from its strangers' lane (``lanes.py``): not from an
+    #: established client's endpoint.
+    rx_strangers: int = 0

@@ -38,8 +38,10 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 import trio
 
-from trio_sudp.runtime.prefilter import PrefilterRules, build_server_filter, replace_filter
 from trio_sudp.runtime.transport import RECV_SIZE, Address, format_address, split_segments
+
+from .bpf import SocketFilter, set_program
+from .prefilter import PrefilterRules, build_server_filter, replace_filter
 
 if TYPE_CHECKING:
     from trio_sudp.runtime.transport import (
@@ -113,6 +115,7 @@ _SO_MEMINFO = 55
 _SK_MEMINFO_DROPS = 8
 _MEMINFO_SIZE = 4 * 16  # room for counters later kernels may add
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+_SO_ATTACH_REUSEPORT_CBPF = 51
 
 
 class UDPTransport:
@@ -210,6 +213,12 @@ class UDPTransport:
     def prefilter_in_kernel(self) -> bool:
         """Whether the latest :meth:`attach_prefilter` put its filter in the kernel."""
         return self._prefilter_in_kernel
+
+    def set_group_program(self, program: SocketFilter) -> None:
+        """Give this socket's ``SO_REUSEPORT`` group the program that picks a socket
+        for each datagram (``lanes.py``); ``OSError`` if the kernel refuses it."""
+        self._check_open()
+        set_program(self._sock, _SO_ATTACH_REUSEPORT_CBPF, program)
 
     def kernel_drops(self) -> int | None:
         """How many datagrams the kernel has dropped for this socket; ``None`` if unknown.
@@ -451,11 +460,18 @@ class UDPNetwork:
         self.gso = gso
         self.gro = gro
 
-    def bind(self, address: Address) -> UDPTransport:
+    @property
+    def can_share_port(self) -> bool:
+        """Whether :meth:`bind` takes ``reuse_port=True`` (``SO_REUSEPORT``, Linux)."""
+        return _LINUX and hasattr(socket, "SO_REUSEPORT")
+
+    def bind(self, address: Address, *, reuse_port: bool = False) -> UDPTransport:
         """Bind a UDP socket to ``(ip, port)`` (or an IPv6 4-tuple); port 0 picks a free one.
 
         The host must be a numeric IP address (``""`` means ``0.0.0.0``). Raise
         ``OSError`` naming the address when binding fails (e.g. ``EADDRINUSE``).
+        ``reuse_port``: join the other ``SO_REUSEPORT`` sockets of this user on that
+        port (a server's lanes, ``lanes.py``).
         """
         host, port = address[0], address[1]
         family = address_family(host)
@@ -466,6 +482,8 @@ class UDPNetwork:
                 _try_setsockopt(
                     sock, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if self.dual_stack else 1
                 )
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if self.buffer_size:
                 _try_setsockopt(sock, socket.SOL_SOCKET, socket.SO_RCVBUF, self.buffer_size)
                 _try_setsockopt(sock, socket.SOL_SOCKET, socket.SO_SNDBUF, self.buffer_size)

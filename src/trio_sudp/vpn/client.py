@@ -160,7 +160,7 @@ async def run_client(
             client = SUDPClient(session, sender, receive_queue=0)
             uplink = ClientUplink(client.runner, io, spec)
             tunnel = Tunnel(
-                transport,
+                (transport,),
                 stats,
                 sender,
                 io,

@@ -245,8 +245,8 @@ async def run_server(
     with ExitStack() as stack:
         device = open_device(interface or spec.interface or DEFAULT_INTERFACE, mtu=mtu)
         stack.callback(device.close)
-        transport = bind_server(network, spec.listen)
-        stack.callback(transport.close)
+        lanes = bind_server(network, spec.listen)
+        stack.callback(lanes.close)
         async with (
             configure_interface(
                 device.name,
@@ -259,17 +259,18 @@ async def run_server(
             trio.open_nursery() as nursery,
         ):
             stats = UDPStats()
-            sender = UDPSender(transport, stats)
+            sender = UDPSender(lanes.known, stats)
             io = DeviceIO(device)
-            server = SUDPServer(core, sender, nursery)
+            server = SUDPServer(core, sender, lanes, nursery)
             router = ServerRouter(table, server.runners, io)
             tunnel = Tunnel(
-                transport,
+                lanes.transports,
                 stats,
                 sender,
                 io,
                 inbound=ServerPath(core, server.runners, router.from_peer),
                 outbound=router.from_tun,
+                strangers=lanes.strangers,
             )
             try:
                 await nursery.start(tunnel.run)

@@ -2,7 +2,7 @@
 
 ::
 
-    inbound   UDP socket → UDPReceiver → path (sessions) → sink → DeviceIO.write → TUN
+    inbound   UDP socket(s) → UDPReceiver → path (sessions) → sink → DeviceIO.write → TUN
     outbound  TUN → DeviceIO reader → on_packet (route, session.send) → UDPSender → UDP
 
 Both paths run synchronously inside their read loop's batch: a batch of datagrams
@@ -10,12 +10,13 @@ read from the socket is one write batch of the device (TCP segments merged into 
 writes) and one send batch of the socket (what the sessions answer leaves with UDP
 GSO); a batch of packets read from the device is one send batch of the socket. The
 :class:`Tunnel` owns both boundaries; the server and the client (``server.py``,
-``client.py``) supply the path and ``on_packet``.
+``client.py``) supply the path and ``on_packet``, and the sockets to read: the
+client's one, or the server's lanes (``runtime/lanes.py``), a reader each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -33,19 +34,29 @@ class Tunnel:
 
     def __init__(
         self,
-        transport: DatagramTransport,
+        receive_from: Sequence[DatagramTransport],
         stats: UDPStats,
         sender: UDPSender,
         device: DeviceIO,
         *,
         inbound: DatagramPath,
         outbound: Callable[[bytes, float], None],
+        strangers: DatagramTransport | None = None,
     ) -> None:
         self.sender = sender
         self.device = device
         self._outbound = outbound
         inbound_batch = Boundary(self._begin_inbound, self._end_inbound)
-        self._receiver = UDPReceiver(transport, stats, inbound, boundary=lambda: inbound_batch)
+        self._receivers = [
+            UDPReceiver(
+                transport,
+                stats,
+                inbound,
+                boundary=lambda: inbound_batch,
+                strangers=transport is strangers,
+            )
+            for transport in receive_from
+        ]
 
     def _begin_inbound(self) -> None:
         # What a batch of datagrams makes the sessions send, and the packets it writes.
@@ -61,7 +72,8 @@ class Tunnel:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.sender.run_writer)
             nursery.start_soon(self.device.run_writer)
-            nursery.start_soon(self._receiver.run)
+            for receiver in self._receivers:
+                nursery.start_soon(receiver.run)
             nursery.start_soon(self._run_outbound, nursery.cancel_scope)
             task_status.started()
 
