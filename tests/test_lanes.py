@@ -9,13 +9,16 @@ from __future__ import annotations
 import socket
 import struct
 import sys
+from contextlib import nullcontext
 
 import pytest
 import trio
+import trio.testing
 
 import trio_sudp
 from runtime_helpers import loopback_pair, needs_ipv6, wait_for
 from trio_sudp import Version
+from trio_sudp.runtime.batches import STRANGERS_REST, UDP_READ_BATCH, read_in_batches
 from trio_sudp.runtime.lanes import MAX_STEERED, ServerLanes, bind_lanes, build_lane_program
 from trio_sudp.runtime.udp import UDPNetwork, UDPTransport
 from trio_sudp.testing import FakeNetwork
@@ -180,3 +183,58 @@ async def test_a_server_on_the_fake_network_reads_one_socket() -> None:
     ) as server:
         status = server.socket_status()
         assert (status["lanes"], status["steering"], status["steered"]) == (1, False, 0)
+
+
+def handshake_shaped(version: Version) -> bytes:
+    """A ClientHandshake for client 5 the prefilter passes: only the door refuses it."""
+    body = {Version.V2: 133, Version.V3: 153}[version]
+    return struct.pack(">BBHHHIQ", int(version), 1, body, 5, 0, 1, 2) + bytes(body)
+
+
+@pytest.mark.parametrize("version", [Version.V2, Version.V3])
+async def test_a_host_flooding_the_door_is_banned_in_the_kernel(version: Version) -> None:
+    with trio.fail_after(20):
+        async with loopback_pair(version) as (server, client):
+            await client.send(b"ping")
+            assert await server.receive() == (5, b"ping")
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flooder:
+                flooder.bind(("127.0.0.2", 0))
+                flooder.connect(server.local_address)
+                for _ in range(3000):
+                    flooder.send(handshake_shaped(version))
+                await wait_for(lambda: server.socket_status()["banned"] == 1, 5)
+                assert server.core.bans.banned == {"127.0.0.2"}
+                before = server.socket_status()
+                for _ in range(500):
+                    flooder.send(handshake_shaped(version))
+                await wait_for(
+                    lambda: (
+                        server.socket_status()["strangers_kernel_drops"]
+                        >= before["strangers_kernel_drops"] + 500
+                    ),
+                    5,
+                )
+                assert server.socket_status()["rx_strangers"] == before["rx_strangers"]
+            await client.send(b"unharmed")
+            assert await server.receive() == (5, b"unharmed")
+
+
+async def test_the_strangers_reader_rests_after_each_full_batch(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A flood that always fills the batch gets UDP_READ_BATCH / STRANGERS_REST a second."""
+    batches: list[float] = []
+
+    def drain(now: float) -> int:
+        batches.append(now)
+        return UDP_READ_BATCH
+
+    with trio.move_on_after(1.0):
+        await read_in_batches(
+            drain,
+            trio.sleep_forever,
+            limit=UDP_READ_BATCH,
+            boundary=nullcontext,
+            rest=STRANGERS_REST,
+        )
+    assert len(batches) == pytest.approx(1.0 / STRANGERS_REST, abs=1)

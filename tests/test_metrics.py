@@ -54,6 +54,7 @@ UDP = {
     "lanes": 2,
     "steering": True,
     "steered": 1,
+    "banned": 3,
     "rx_strangers": 60,
 }
 BUDGET = {
@@ -181,6 +182,7 @@ def test_daemon_metrics_device_udp_and_budget() -> None:
     assert samples[("trio_sudp_udp_lanes", one)] == 2  # gauges, not counters
     assert samples[("trio_sudp_udp_steering", one)] == 1
     assert samples[("trio_sudp_udp_steered_endpoints", one)] == 1
+    assert samples[("trio_sudp_udp_banned_hosts", one)] == 3
     for key, value in BUDGET.items():
         assert samples[(f"trio_sudp_handshake_budget_{key}_total", one)] == value
     info = daemon_labels(role="server", listen="0.0.0.0:7000", public_key="SHA256:srv")

@@ -113,6 +113,7 @@ UDP_GAUGES = {
     "lanes": ("lanes", "Receive sockets: 2 when known clients have one of their own, else 1."),
     "steering": ("steering", "1 while the kernel steers known clients to their own socket."),
     "steered": ("steered_endpoints", "Client endpoints the kernel steers to their socket now."),
+    "banned": ("banned_hosts", "Flooding hosts whose datagrams the kernel drops now (banned)."),
 }
 
 BUDGET_HELP = {

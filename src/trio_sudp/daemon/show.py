@@ -62,6 +62,8 @@ def _socket_line(udp: dict[str, Any]) -> str:
         strangers = udp.get("strangers_kernel_drops")
         where = f"; {strangers} of them strangers'" if strangers else ""
         parts.append(f"{udp['kernel_drops']} dropped by the kernel (filtered or queue full{where})")
+    if udp.get("banned"):
+        parts.append(f"{udp['banned']} flooding hosts banned")
     if udp.get("steering"):
         steered = udp["steered"]
         parts.append(f"own queue for {steered} client{'' if steered == 1 else 's'}")

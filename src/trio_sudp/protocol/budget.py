@@ -25,6 +25,7 @@ from typing import Final
 
 import attrs
 
+from .bans import Bans
 from .errors import ConfigError
 
 __all__ = [
@@ -132,8 +133,11 @@ class VerifyBudget:
         stranger_rate: float = DEFAULT_STRANGER_RATE,
         per_client_rate: float = DEFAULT_PER_CLIENT_RATE,
         refusal_rate: float = DEFAULT_REFUSAL_RATE,
+        bans: Bans | None = None,
     ) -> None:
         self.stats = BudgetStats()
+        #: Told of every host refused at the door (``bans.py``).
+        self._bans = bans
         self._limited = per_source is not None
         self._sources = SourceBuckets(per_source or 1.0, per_source_burst)
         # A second's worth of strangers at once: the whole fleet reconnecting after a
@@ -150,6 +154,8 @@ class VerifyBudget:
         if not self._limited or self._sources.allow(source, now):
             return True
         self.stats.refused_strangers += 1
+        if self._bans is not None:
+            self._bans.refused(source)
         return False
 
     def allow(self, vaddr: int, known: bool, now: float) -> bool:

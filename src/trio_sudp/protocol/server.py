@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from .address import Address
+from .bans import Bans
 from .budget import DEFAULT_HANDSHAKE_BURST, DEFAULT_HANDSHAKE_RATE, VerifyBudget
 from .clock import SystemClock, WallClock
 from .constants import HEADER_SIZE, SERVER_VADDR, ControlFlag, Kind
@@ -216,7 +217,12 @@ class ServerCore:
         self.drops: Counter[DropReason] = Counter()
         #: Signature verifications per second, per source and globally (``handshake_rate``
         #: ``None``: no limit).
-        self.budget = VerifyBudget(per_source=handshake_rate, per_source_burst=handshake_burst)
+        #: Hosts that flood the door, banned for a while (the runtime has the kernel
+        #: drop their datagrams).
+        self.bans = Bans()
+        self.budget = VerifyBudget(
+            per_source=handshake_rate, per_source_burst=handshake_burst, bans=self.bans
+        )
         #: When the socket last lost datagrams (the runtime reports it): idle expiry
         #: waits, since a client's keepalives may have been among them.
         self.loss = LossSignal()

@@ -19,6 +19,7 @@ import trio
 __all__ = [
     "ITERATOR_BATCH",
     "RECEIVE_MANY_MIN",
+    "STRANGERS_REST",
     "TUN_BACKLOG_LIMIT",
     "TUN_READ_BATCH",
     "TUN_WRITE_BATCH",
@@ -30,6 +31,10 @@ __all__ = [
 
 #: Datagrams the UDP task handles per wakeup before it yields to other tasks.
 UDP_READ_BATCH: Final = 128
+#: Seconds the reader of a server's strangers' lane rests after a full batch: a flood
+#: from strangers gets at most UDP_READ_BATCH / STRANGERS_REST datagrams a second of
+#: the server's time (25,600), and the kernel drops the rest where it queues them.
+STRANGERS_REST: Final = 0.005
 #: Packets the TUN task reads per wakeup before it yields to other tasks.
 TUN_READ_BATCH: Final = 64
 #: Payloads an ``async for`` over a client or server takes between two checkpoints.
@@ -70,12 +75,14 @@ async def read_in_batches(
     *,
     limit: int,
     boundary: Callable[[], AbstractContextManager[object]],
+    rest: float = 0.0,
 ) -> None:
     """Run read batches until the source is closed.
 
     Each batch enters ``boundary()``, then calls ``drain(now)``, which reads until
     nothing is ready or ``limit`` items were read and returns how many it read, then
-    leaves the boundary (also when ``drain`` raised). Returns on
+    leaves the boundary (also when ``drain`` raised). After a full batch the loop
+    checkpoints, or sleeps ``rest`` seconds if given. Returns on
     ``trio.ClosedResourceError`` from ``drain`` or ``wait_readable``.
     """
     current_time = trio.current_time
@@ -87,9 +94,11 @@ async def read_in_batches(
         except trio.ClosedResourceError:
             return
         try:
-            if count >= limit:
-                await checkpoint()
-            else:
+            if count < limit:
                 await wait_readable()
+            elif rest:
+                await trio.sleep(rest)
+            else:
+                await checkpoint()
         except trio.ClosedResourceError:
             return

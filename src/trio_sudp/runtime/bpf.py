@@ -14,9 +14,11 @@ kernel's ``SKF_NET_OFF``) plus the offset into that header.
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import socket
 import struct
 import sys
+from collections.abc import Sequence
 from typing import Final
 
 import attrs
@@ -42,7 +44,10 @@ __all__ = [
     "TXA",
     "Assembler",
     "SocketFilter",
+    "Source",
+    "match_sources",
     "set_program",
+    "source_of",
 ]
 
 # <linux/bpf_common.h>: class | size | mode, class | op | source.
@@ -143,3 +148,77 @@ def set_program(sock: socket.socket, option: int, program: SocketFilter) -> None
     code = ctypes.create_string_buffer(program.code, len(program.instructions) * 8)
     fprog = _SockFprog(len(program.instructions), ctypes.addressof(code))
     sock.setsockopt(socket.SOL_SOCKET, option, bytes(fprog))
+
+
+#: A source to match: IP version (4 or 6), packed address, and port (``None``: any).
+Source = tuple[int, bytes, "int | None"]
+_U32 = struct.Struct("!I")
+
+
+def source_of(host: str, port: int | None = None) -> Source:
+    """``host`` (and ``port``) as an IP header shows it; an IPv4-mapped IPv6 address
+    (a dual-stack socket's view of an IPv4 peer) is the IPv4 address it maps."""
+    ip = ipaddress.ip_address(host.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.version, ip.packed, port
+
+
+def match_sources(asm: Assembler, sources: Sequence[Source], *, matched: int, name: str) -> None:
+    """Code that returns ``matched`` for a datagram from one of ``sources`` and falls
+    through to what follows otherwise (registers clobbered; ``name`` keeps the labels
+    apart). The IP header is read at :data:`NET`: IPv4 with options and IPv6 with
+    extension headers match by address only where no port is asked for."""
+    v4 = [(packed, port) for version, packed, port in sources if version == 4]
+    v6 = [(packed, port) for version, packed, port in sources if version == 6]
+    done = f"{name}-done"
+    asm.op(LDB_ABS, NET)  # version << 4 | IHL
+    asm.op(AND_K, 0xF0)
+    asm.jump(JEQ_K, 0x40, None, f"{name}-not-v4")
+    asm.goto(f"{name}-v4")
+    asm.label(f"{name}-not-v4")
+    asm.jump(JEQ_K, 0x60, None, f"{name}-not-v6")
+    asm.goto(f"{name}-v6")
+    asm.label(f"{name}-not-v6")
+    asm.goto(done)
+
+    asm.label(f"{name}-v4")
+    if any(port is not None for _, port in v4):
+        asm.op(LDB_ABS, NET)
+        asm.jump(JEQ_K, 0x45, None, f"{name}-v4-options")
+        asm.op(LDH_ABS, NET + 20)  # the UDP source port
+        asm.op(TAX)
+        asm.label(f"{name}-v4-options")  # X stays 0: no port matches
+    asm.op(LD_W_ABS, NET + 12)  # the source address
+    for i, (packed, port) in enumerate(v4):
+        skip = f"{name}-v4-{i}"
+        asm.jump(JEQ_K, _U32.unpack(packed)[0], None, skip)
+        if port is None:
+            asm.op(RET_K, matched)
+        else:
+            asm.op(TXA)
+            asm.jump(JEQ_K, port, None, f"{skip}-reload")
+            asm.op(RET_K, matched)
+            asm.label(f"{skip}-reload")
+            asm.op(LD_W_ABS, NET + 12)
+        asm.label(skip)
+    asm.goto(done)
+
+    asm.label(f"{name}-v6")
+    if any(port is not None for _, port in v6):
+        asm.op(LDB_ABS, NET + 6)  # next header: UDP, or the ports are elsewhere
+        asm.jump(JEQ_K, socket.IPPROTO_UDP, None, f"{name}-v6-no-port")
+        asm.op(LDH_ABS, NET + 40)
+        asm.op(TAX)
+        asm.label(f"{name}-v6-no-port")  # X stays 0: no port matches
+    for i, (packed, port) in enumerate(v6):
+        skip = f"{name}-v6-{i}"
+        for word in range(4):
+            asm.op(LD_W_ABS, NET + 8 + 4 * word)
+            asm.jump(JEQ_K, _U32.unpack_from(packed, 4 * word)[0], None, skip)
+        if port is not None:
+            asm.op(TXA)
+            asm.jump(JEQ_K, port, None, skip)
+        asm.op(RET_K, matched)
+        asm.label(skip)
+    asm.label(done)

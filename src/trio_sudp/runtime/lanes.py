@@ -23,31 +23,17 @@ instead of quietly sharing it.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import socket
-import struct
 from collections.abc import Iterable
 from typing import Final, cast
 
 from ..protocol.prefilter import PrefilterRules
-from .bpf import (
-    AND_K,
-    JEQ_K,
-    LD_W_ABS,
-    LDB_ABS,
-    LDH_ABS,
-    NET,
-    RET_K,
-    TAX,
-    TXA,
-    Assembler,
-    SocketFilter,
-)
+from .bpf import RET_K, Assembler, SocketFilter, match_sources, source_of
 from .transport import Address, DatagramNetwork, DatagramTransport, ServerSocket
 from .udp import UDPNetwork, UDPTransport
 
 __all__ = [
+    "BAN_LOOK_INTERVAL",
     "KNOWN",
     "MAX_STEERED",
     "STEER_INTERVAL",
@@ -66,15 +52,8 @@ STRANGERS: Final = 1
 MAX_STEERED: Final = 300
 #: Seconds between two rebuilds of the program at most.
 STEER_INTERVAL: Final = 0.05
-_U32 = struct.Struct("!I")
-
-
-def _key(address: Address) -> tuple[int, bytes, int]:
-    """An endpoint as the IP header shows it: (4 or 6, source address, port)."""
-    ip = ipaddress.ip_address(str(address[0]).split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.version, ip.packed, int(address[1])
+#: Seconds between two looks at who floods the door (``protocol/bans.py``).
+BAN_LOOK_INTERVAL: Final = 1.0
 
 
 def build_lane_program(endpoints: Iterable[Address]) -> tuple[SocketFilter, int]:
@@ -85,49 +64,11 @@ def build_lane_program(endpoints: Iterable[Address]) -> tuple[SocketFilter, int]
     ports are not where the program looks). An IPv4 endpoint of a dual-stack socket
     (``::ffff:a.b.c.d``) is matched as the IPv4 header it arrives in.
     """
-    keys = sorted({_key(a) for a in endpoints})[:MAX_STEERED]
-    v4 = [(packed, port) for version, packed, port in keys if version == 4]
-    v6 = [(packed, port) for version, packed, port in keys if version == 6]
+    sources = sorted({source_of(str(a[0]), int(a[1])) for a in endpoints})[:MAX_STEERED]
     asm = Assembler()
-    asm.op(LDB_ABS, NET)  # version << 4 | IHL
-    asm.jump(JEQ_K, 0x45, None, "not-v4")
-    asm.goto("v4")
-    asm.label("not-v4")
-    asm.op(AND_K, 0xF0)
-    asm.jump(JEQ_K, 0x60, None, "stranger")
-    asm.goto("v6")
-    asm.label("stranger")
+    match_sources(asm, sources, matched=KNOWN, name="known")
     asm.op(RET_K, STRANGERS)
-    asm.label("v4")
-    asm.op(LDH_ABS, NET + 20)  # the UDP source port
-    asm.op(TAX)
-    asm.op(LD_W_ABS, NET + 12)  # the source address
-    for i, (packed, port) in enumerate(v4):
-        asm.jump(JEQ_K, _U32.unpack(packed)[0], None, f"v4-{i}")
-        asm.op(TXA)
-        asm.jump(JEQ_K, port, None, f"v4-reload-{i}")
-        asm.op(RET_K, KNOWN)
-        asm.label(f"v4-reload-{i}")
-        asm.op(LD_W_ABS, NET + 12)
-        asm.label(f"v4-{i}")
-    asm.op(RET_K, STRANGERS)
-    asm.label("v6")
-    asm.op(LDB_ABS, NET + 6)  # next header: UDP, or the ports are elsewhere
-    asm.jump(JEQ_K, socket.IPPROTO_UDP, "v6-udp", None)
-    asm.op(RET_K, STRANGERS)
-    asm.label("v6-udp")
-    asm.op(LDH_ABS, NET + 40)
-    asm.op(TAX)
-    for i, (packed, port) in enumerate(v6):
-        for word in range(4):
-            asm.op(LD_W_ABS, NET + 8 + 4 * word)
-            asm.jump(JEQ_K, _U32.unpack_from(packed, 4 * word)[0], None, f"v6-{i}")
-        asm.op(TXA)
-        asm.jump(JEQ_K, port, None, f"v6-{i}")
-        asm.op(RET_K, KNOWN)
-        asm.label(f"v6-{i}")
-    asm.op(RET_K, STRANGERS)
-    return asm.program(), len(keys)
+    return asm.program(), len(sources)
 
 
 class ServerLanes:
@@ -143,7 +84,10 @@ class ServerLanes:
         self.strangers = strangers
         #: How many endpoints the kernel steers to the known lane now.
         self.steered = 0
+        #: The hosts whose datagrams the strangers' lane drops in the kernel.
+        self.banned: frozenset[str] = frozenset()
         self._steering = strangers is not None
+        self._rules: PrefilterRules | None = None
 
     @property
     def transports(self) -> tuple[DatagramTransport, ...]:
@@ -175,9 +119,22 @@ class ServerLanes:
         return steered
 
     def attach_prefilter(self, rules: PrefilterRules) -> bool:
-        """The kernel's prefilter on every lane; whether every lane took it."""
-        taken = [lane.attach_prefilter(rules) for lane in self._protected()]  # every lane
+        """The kernel's prefilter on every lane (the strangers' with the ban list);
+        whether every lane took it."""
+        self._rules = rules
+        taken = [
+            lane.attach_prefilter(rules, self.banned if lane is self.strangers else ())
+            for lane in self._protected()
+        ]
         return bool(taken) and all(taken)
+
+    def ban(self, hosts: Iterable[str]) -> bool:
+        """Have the kernel drop everything from ``hosts`` on the strangers' lane (the
+        known lane is never filtered by host); whether it took the filter."""
+        self.banned = frozenset(hosts)
+        if self.strangers is None or self._rules is None:
+            return False
+        return self.strangers.attach_prefilter(self._rules, self.banned)
 
     @property
     def prefilter_in_kernel(self) -> bool:

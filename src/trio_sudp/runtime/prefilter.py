@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Iterable
 from typing import Final
 
 from ..protocol.constants import (
@@ -50,7 +51,9 @@ from .bpf import (
     TAX,
     Assembler,
     SocketFilter,
+    match_sources,
     set_program,
+    source_of,
 )
 
 __all__ = [
@@ -72,14 +75,19 @@ _SO_ATTACH_FILTER: Final = getattr(socket, "SO_ATTACH_FILTER", 26)
 _SO_DETACH_FILTER: Final = getattr(socket, "SO_DETACH_FILTER", 27)
 
 
-def build_server_filter(rules: PrefilterRules, *, coalesced: bool = False) -> SocketFilter:
+def build_server_filter(
+    rules: PrefilterRules, *, coalesced: bool = False, banned: Iterable[str] = ()
+) -> SocketFilter:
     """The socket filter that keeps exactly the datagrams ``prefilter_reason`` passes.
 
     ``coalesced``: for a socket with ``UDP_GRO`` on, where one filter run sees a whole
     coalesced buffer (its first header, the length of all): no upper size bound, so
-    that a run of valid datagrams is never refused.
+    that a run of valid datagrams is never refused. ``banned``: source hosts whose
+    datagrams are all dropped (``protocol/bans.py``).
     """
     asm = Assembler()
+    if banned:
+        match_sources(asm, sorted(source_of(h) for h in banned), matched=DROP, name="banned")
     base = _UDP_HEADER
     asm.op(LD_LEN)
     asm.jump(JGE_K, base + HEADER_SIZE, None, "drop")

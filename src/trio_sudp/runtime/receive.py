@@ -27,7 +27,7 @@ import trio
 
 from ..protocol.constants import HEADER_SIZE, Kind
 from ..protocol.server import NO_PEER, ServerCore
-from .batches import RECEIVE_MANY_MIN, UDP_READ_BATCH, read_in_batches
+from .batches import RECEIVE_MANY_MIN, STRANGERS_REST, UDP_READ_BATCH, read_in_batches
 from .peer import PeerRunner
 from .transport import Address, DatagramTransport, SegmentReceiver, UDPStats, split_segments
 
@@ -62,7 +62,8 @@ class UDPReceiver:
         self._stats = stats
         self._path = path
         self._boundary = boundary
-        #: Reading a server's strangers' lane: its datagrams are counted as such too.
+        #: Reading a server's strangers' lane: its datagrams are counted as such too,
+        #: and a flood on it gets a bounded share of the server's time.
         self._strangers = strangers
 
     async def run(self) -> None:
@@ -73,6 +74,7 @@ class UDPReceiver:
             self._transport.wait_readable,
             limit=UDP_READ_BATCH,
             boundary=self._boundary,
+            rest=STRANGERS_REST if self._strangers else 0.0,
         )
 
     def _drain(self, now: float) -> int:

@@ -29,7 +29,7 @@ from .common import (
     check_peer,
     collapse_exception_groups,
 )
-from .lanes import STEER_INTERVAL, ServerLanes, bind_lanes
+from .lanes import BAN_LOOK_INTERVAL, STEER_INTERVAL, ServerLanes, bind_lanes
 from .peer import PeerRunner, PeerStatistics
 from .receive import ServerPath, UDPReceiver
 from .send import UDPSender
@@ -107,6 +107,13 @@ class SUDPServer(OneSocket):
             for r in self._runners.values()
             if r.session.endpoint is not None and r.session.state is SessionState.ESTABLISHED
         ]
+
+    async def _enforce_bans(self) -> None:
+        bans = self.core.bans
+        while True:
+            await trio.sleep(BAN_LOOK_INTERVAL)
+            if bans.update(trio.current_time()):
+                self._lanes.ban(bans.banned)
 
     async def _follow_endpoints(self) -> None:
         while True:
@@ -199,6 +206,7 @@ class SUDPServer(OneSocket):
             "lanes": len(lanes.transports),
             "steering": lanes.steering,
             "steered": lanes.steered,
+            "banned": len(lanes.banned),
             "receive_buffer": lanes.receive_buffer_size,
             "prefilter": "kernel" if lanes.prefilter_in_kernel else "userspace",
             **attrs.asdict(self._sender.stats),
@@ -223,6 +231,7 @@ class SUDPServer(OneSocket):
         async with trio.open_nursery() as nursery:
             if self._lanes.steering:
                 nursery.start_soon(self._follow_endpoints)
+                nursery.start_soon(self._enforce_bans)
             await health.watch(
                 self.drop_counts, kernel_drops=self._lanes.known_drops, loss=self.core.loss
             )

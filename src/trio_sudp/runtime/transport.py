@@ -7,7 +7,7 @@ methods first, drains every ready datagram, and awaits ``wait_readable`` /
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import attrs
@@ -91,8 +91,9 @@ class ServerSocket(Protocol):
     Looked up with ``getattr``: the fake network offers only :meth:`kernel_drops`.
     """
 
-    def attach_prefilter(self, rules: PrefilterRules) -> bool:
-        """Have the kernel drop what ``rules`` refuse; whether it took the filter."""
+    def attach_prefilter(self, rules: PrefilterRules, banned: Iterable[str] = ()) -> bool:
+        """Have the kernel drop what ``rules`` refuse and what ``banned`` hosts send;
+        whether it took the filter."""
         ...
 
     @property

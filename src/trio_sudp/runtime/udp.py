@@ -33,7 +33,7 @@ import logging
 import socket
 import struct
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar, cast
 
 import trio
@@ -195,8 +195,9 @@ class UDPTransport:
         """Whether the kernel may hand over datagrams coalesced (``UDP_GRO`` is on)."""
         return self._gro
 
-    def attach_prefilter(self, rules: PrefilterRules) -> bool:
-        """Have the kernel drop what ``rules`` refuse; return whether it took the filter.
+    def attach_prefilter(self, rules: PrefilterRules, banned: Iterable[str] = ()) -> bool:
+        """Have the kernel drop what ``rules`` refuse, and everything from the ``banned``
+        hosts; return whether it took the filter.
 
         Where it refuses (not Linux), nothing is filtered and ``prefilter_reason`` is
         the server's first check. Call again with new rules (after clients were added
@@ -205,7 +206,7 @@ class UDPTransport:
         """
         self._check_open()
         if _is_udp(self._sock):  # a UDP socket filter's offsets, and Linux only
-            program = build_server_filter(rules, coalesced=self._gro)
+            program = build_server_filter(rules, coalesced=self._gro, banned=banned)
             self._prefilter_in_kernel = replace_filter(self._sock, program)
         return self._prefilter_in_kernel
 
