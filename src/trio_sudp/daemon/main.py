@@ -16,6 +16,7 @@ from ..protocol.errors import ConfigError
 from ..vpn.client import VpnClient, run_client
 from ..vpn.server import VpnServer, run_server
 from .control import ControlError, default_socket_path, serve_control
+from .watchdog import watch_daemon
 
 __all__ = ["connect_main", "control_socket_for", "serve_main"]
 
@@ -78,6 +79,7 @@ def serve_main(config: ServerConfig, path: Path) -> tuple[Main, Callable[[], Awa
             running.append(vpn)
             socket = await nursery.start(serve_control, control_socket_for(config), handle)
             log.info("control socket %s", socket)
+            nursery.start_soon(watch_daemon, socket, config.listen)
 
     return main, on_sighup
 
@@ -100,7 +102,8 @@ def connect_main(config: ClientConfig) -> Main:
             vpn = await nursery.start(functools.partial(run_client, config))
             progress.cancel()
             running.append(vpn)
-            await nursery.start(serve_control, control_socket_for(config), handle)
+            socket = await nursery.start(serve_control, control_socket_for(config), handle)
+            nursery.start_soon(watch_daemon, socket)
 
     return main
 
