@@ -74,7 +74,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -92,7 +91,6 @@ from benchlab import (
     SudpConfig,
     SudpPair,
     check_host,
-    cleanup_stale,
     cpu_seconds,
     cpu_used,
     ensure_tools,
@@ -101,13 +99,13 @@ from benchlab import (
     machine,
     make_sudp_config,
     markdown,
+    open_lab,
     sudp_drops,
     sudp_install,
     sudp_pair,
     sudp_show,
     tool_version,
     wait_for,
-    wait_quiet,
 )
 
 PREFIX = "sudpflood-"
@@ -898,16 +896,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(installed, flush=True)
-    cleanup_stale(PREFIX)
-    print("checking that no other process loads the machine ...", flush=True)
-    start = time.monotonic()
-    busy, background = wait_quiet(args.wait_quiet)
-    print(f"  {background}", flush=True)
-    if busy >= DISTURBED:
-        print("WARNING: other processes load the machine; the numbers will be low", flush=True)
-    tmp = Path(tempfile.mkdtemp(prefix="sudpflood-"))
-    lab = Lab(tmp, PREFIX)
-    lab.patience = max(0.0, args.wait_quiet - (time.monotonic() - start))
+    lab = open_lab(PREFIX, args.wait_quiet)
     results: list[Series] = []
     try:
         build(lab)
@@ -931,9 +920,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         lab.teardown()
         if args.keep_logs:
-            print(f"logs kept in {tmp}")
+            print(f"logs kept in {lab.tmp}")
         else:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(lab.tmp, ignore_errors=True)
     import trio
 
     about = machine([f"trio {trio.__version__}", installed, tool_version(["iperf3", "--version"])])

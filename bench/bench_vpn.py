@@ -105,7 +105,6 @@ import shlex
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -124,7 +123,6 @@ from benchlab import (
     SudpPair,
     SyscallCounter,
     check_host,
-    cleanup_stale,
     cpu_seconds,
     cpu_used,
     ensure_tools,
@@ -134,6 +132,7 @@ from benchlab import (
     machine,
     make_sudp_config,
     markdown,
+    open_lab,
     package_version,
     ratio,
     run,
@@ -143,7 +142,6 @@ from benchlab import (
     tool_version,
     voluntary_switches,
     wait_for,
-    wait_quiet,
 )
 
 RESULTS = HERE / "RESULTS.md"
@@ -1409,17 +1407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print(f"note: {', '.join(missing)} missing: no system call counts", flush=True)
     print(installed, flush=True)
-    cleanup_stale(PREFIX)
-    print("checking that no other process loads the machine ...", flush=True)
-    start = time.monotonic()
-    busy, background = wait_quiet(args.wait_quiet)
-    print(f"  {background}", flush=True)
-    if busy >= DISTURBED:
-        print("WARNING: other processes load the machine; the numbers will be low", flush=True)
-
-    tmp = Path(tempfile.mkdtemp(prefix="sudpbench-"))
-    lab = Lab(tmp, PREFIX)
-    lab.patience = max(0.0, args.wait_quiet - (time.monotonic() - start))
+    lab = open_lab(PREFIX, args.wait_quiet)
     results: list[Result] = []
     try:
         measure_all(lab, args, results)
@@ -1432,9 +1420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         lab.teardown()
         if args.keep_logs:
-            print(f"logs kept in {tmp}")
+            print(f"logs kept in {lab.tmp}")
         else:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(lab.tmp, ignore_errors=True)
 
     import cryptography
     import trio

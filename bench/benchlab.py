@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -422,6 +423,22 @@ class Lab:
                 zip(keys.split(), (int(v) for v in values.partition(":")[2].split()), strict=False)
             )
         return table
+
+
+def open_lab(prefix: str, wait_limit: float) -> Lab:
+    """Stale namespaces of ``prefix`` removed, a quiet machine waited for (at most
+    ``wait_limit`` seconds, said on stdout), and a new lab in a fresh temporary
+    folder with what is left of the wait as its patience for repeated runs."""
+    cleanup_stale(prefix)
+    print("checking that no other process loads the machine ...", flush=True)
+    start = time.monotonic()
+    busy, background = wait_quiet(wait_limit)
+    print(f"  {background}", flush=True)
+    if busy >= DISTURBED:
+        print("WARNING: other processes load the machine; the numbers will be low", flush=True)
+    lab = Lab(Path(tempfile.mkdtemp(prefix=prefix)), prefix)
+    lab.patience = max(0.0, wait_limit - (time.monotonic() - start))
+    return lab
 
 
 def delete_namespace(ns: str) -> None:

@@ -58,16 +58,18 @@ def make_configs(
     client_endpoints: list[str] | None = None,
     full_tunnel: bool = False,
     port: int = SERVER_PORT,
+    listen_ip: str = "0.0.0.0",
 ) -> Configs:
     """A server and ``clients`` clients, as ``trio-sudp config`` would make them.
 
     ``client_endpoints`` gives each client the server address it connects to (a server
     with several links answers each client from the address on that client's link).
+    The server listens on ``listen_ip`` (all its addresses by default).
     """
     server = tmp / "server.toml"
     init_server(
         server,
-        listen=f"0.0.0.0:{port}",
+        listen=f"{listen_ip}:{port}",
         networks=["10.0.0.1/24"],
         endpoint=f"{server_ip}:{port}",
         version=version,

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ import pytest
 from e2e import (
     TRIO_SUDP,
     Configs,
+    Daemon,
     links,
     make_configs,
     ping,
@@ -402,21 +404,102 @@ def test_remove_client_and_reload_ends_its_session_only(tmp_path: Path) -> None:
         assert 'name = "one"' not in text
 
 
+def ends_with_one_line(daemon: Daemon, line: str, limit: float = 20.0) -> float:
+    """Wait for ``daemon`` to exit 1 with ``line`` its only error line and no
+    traceback; return how many seconds that took."""
+    started = time.monotonic()
+    try:
+        code = daemon.process.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"still running after {limit:g} s:\n{daemon.text()}") from None
+    took = time.monotonic() - started
+    text = daemon.text()
+    assert code == 1, text
+    assert [entry for entry in text.splitlines() if ": ERROR: " in entry] == [
+        f"trio-sudp: ERROR: {line}"
+    ], text
+    assert "Traceback" not in text and "internal error" not in text, text
+    return took
+
+
+def tun_of(topo: Topology, node: int) -> str:
+    (device,) = [name for name in links(topo[node]) if name.startswith("sudp")]
+    return device
+
+
 def test_a_deleted_tun_device_ends_the_daemon_with_one_line(tmp_path: Path) -> None:
+    """The server's device is deleted while a ping flood goes through it (its writer
+    and reader both busy), the client's while it waits for packets."""
     require_netns()
     with netns_topology(2) as topo:
+        before = routes(topo[1])
         configs = make_configs(tmp_path, version=3, server_ip=topo[0].addr4(1))
         server = start_server(topo, configs, tmp_path)
-        try:
-            server.wait_for_log("serving on")
-            (device,) = [n for n in links(topo[0]) if n.startswith("sudp")]
-            run_in(topo[0], ["ip", "link", "del", device])
-            code = server.process.wait(timeout=20)
-            assert code == 1
-            errors = [line for line in server.text().splitlines() if ": ERROR: " in line]
-            assert errors == [
-                f"trio-sudp: ERROR: the tunnel device {device} went away (deleted while in use?)"
-            ]
-            assert "Traceback" not in server.text()
-        finally:
-            server.stop()
+        client = start_client(topo, configs, tmp_path, 1, node=1)
+        assert ping(topo[1], "10.0.0.1")
+        flood = topo.spawn(
+            1,
+            ["ping", "-n", "-q", "-i", "0.002", "-W", "1", "10.0.0.1"],
+            stdout=subprocess.DEVNULL,
+        )
+        written = show(configs.server_socket)["device"]["tx_packets"]
+        wait_for(
+            lambda: show(configs.server_socket)["device"]["tx_packets"] > written + 100,
+            10,
+            "the flood to reach the server's TUN",
+        )
+        device = tun_of(topo, 0)
+        run_in(topo[0], ["ip", "link", "del", device])
+        ends_with_one_line(server, f"TUN device {device} was removed")
+
+        flood.kill()
+        flood.wait(timeout=10)
+        device = tun_of(topo, 1)
+        run_in(topo[1], ["ip", "link", "del", device])
+        ends_with_one_line(client, f"TUN device {device} was removed")
+        no_tunnel_left(topo, 1, before)
+
+
+def test_a_removed_control_socket_ends_the_daemon_with_one_line(tmp_path: Path) -> None:
+    """The server's control socket is removed, the client's replaced by another file:
+    each daemon notices within about a second, undoes its tunnel and exits 1."""
+    require_netns()
+    with netns_topology(2) as topo:
+        before = [routes(topo[0]), routes(topo[1])]
+        configs = make_configs(tmp_path, version=3, server_ip=topo[0].addr4(1))
+        server = start_server(topo, configs, tmp_path)
+        client = start_client(topo, configs, tmp_path, 1, node=1)
+        assert ping(topo[1], "10.0.0.1")
+
+        configs.server_socket.unlink()
+        took = ends_with_one_line(server, f"the control socket {configs.server_socket} was removed")
+        assert took < 5, f"noticed after {took:.1f} s"
+        no_tunnel_left(topo, 0, before[0])
+
+        path = configs.client_sockets[0]
+        path.unlink()
+        path.write_text("not a socket\n")
+        took = ends_with_one_line(client, f"the control socket {path} was replaced by another file")
+        assert took < 5, f"noticed after {took:.1f} s"
+        no_tunnel_left(topo, 1, before[1])
+        assert path.read_text() == "not a socket\n"  # not ours: left alone
+
+
+def test_a_deleted_listen_address_ends_the_server_with_one_line(tmp_path: Path) -> None:
+    """A server bound to one address exits 1 once that address is deleted."""
+    require_netns()
+    with netns_topology(2) as topo:
+        address = topo[0].addr4(1)
+        configs = make_configs(tmp_path, version=3, server_ip=address, listen_ip=address)
+        server = start_server(topo, configs, tmp_path)
+        client = start_client(topo, configs, tmp_path, 1, node=1)
+        assert ping(topo[1], "10.0.0.1")
+        assert show(configs.server_socket)["listen"] == f"{address}:7000"
+
+        run_in(topo[0], ["ip", "addr", "del", f"{address}/24", "dev", topo[0].ifname(1)])
+        line = f"the UDP address {address} of the server's socket was removed from this host"
+        took = ends_with_one_line(server, line)
+        assert took < 5, f"noticed after {took:.1f} s"
+        assert not [name for name in links(topo[0]) if name.startswith("sudp")]
+        assert not configs.server_socket.exists()
+        assert client.process.poll() is None  # the client waits for the server to return

@@ -3,7 +3,8 @@
 A Unix stream socket, created owner-only (the directory 0700, the socket 0600): a
 client sends one JSON line ``{"command": "show"}`` (or ``"reload"``) and reads one
 JSON document back, then both sides close. Requests are bounded in size and time,
-and a malformed one gets ``{"error": "..."}``, never a crash.
+and a malformed one gets ``{"error": "..."}``, never a crash. The daemon removes the
+socket file on the way out, unless it is no longer the file it made.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from ..protocol.errors import SUDPError
 
 __all__ = [
     "ControlError",
+    "ControlSocket",
     "Handler",
     "default_socket_path",
     "request",
@@ -44,6 +47,27 @@ Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 class ControlError(SUDPError):
     """The control socket could not be created or reached, or the daemon said no."""
+
+
+@attrs.frozen
+class ControlSocket:
+    """The socket file :func:`serve_control` made: where, and which file it is."""
+
+    path: Path
+    #: ``st_dev`` and ``st_ino`` of the file made.
+    dev: int
+    ino: int
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def is_ours(self) -> bool:
+        """Whether ``path`` is still the file made: not removed, not replaced."""
+        try:
+            info = self.path.lstat()
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return (info.st_dev, info.st_ino) == (self.dev, self.ino)
 
 
 def default_socket_path(interface: str) -> Path:
@@ -82,9 +106,10 @@ async def serve_control(
     path: Path,
     handler: Handler,
     *,
-    task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[ControlSocket] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Answer control requests on ``path`` until cancelled; the socket file is removed then."""
+    """Answer control requests on ``path`` until cancelled, started with the
+    :class:`ControlSocket` made; its file is removed then, if still the one made."""
     _prepare(path)
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)
@@ -92,16 +117,20 @@ async def serve_control(
         await sock.bind(str(path))
     finally:
         os.umask(old_umask)
+    made: ControlSocket | None = None
     try:
         os.chmod(path, 0o600)
+        info = path.lstat()
+        made = ControlSocket(path, info.st_dev, info.st_ino)
         sock.listen(16)
         listener = trio.SocketListener(sock)
-        task_status.started(path)
+        task_status.started(made)
         await trio.serve_listeners(functools.partial(_handle, handler=handler), [listener])
     finally:
         sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        with contextlib.suppress(OSError):
+            if made is None or made.is_ours():
+                path.unlink()
 
 
 async def _handle(stream: trio.SocketStream, handler: Handler) -> None:

@@ -26,6 +26,7 @@ from .lifecycle import (
     hook_interface,
     server_while_up,
 )
+from .watchdog import watch_daemon
 
 if TYPE_CHECKING:
     from .metrics import MetricsEndpoint
@@ -110,6 +111,7 @@ def serve_main(config: ServerConfig, path: Path) -> tuple[Main, Callable[[], Awa
                 await nursery.start(metrics.serve, vpn.status)
             socket = await nursery.start(serve_control, control_socket_for(config), handle)
             log.info("control socket %s", socket)
+            nursery.start_soon(watch_daemon, socket, config.listen)
 
     return main, on_sighup
 
@@ -169,7 +171,8 @@ def connect_main(config: ClientConfig) -> Main:
             running.append(vpn)
             if metrics is not None:
                 await nursery.start(metrics.serve, vpn.status)
-            await nursery.start(serve_control, control_socket_for(config), handle)
+            socket = await nursery.start(serve_control, control_socket_for(config), handle)
+            nursery.start_soon(watch_daemon, socket)
 
     return main
 

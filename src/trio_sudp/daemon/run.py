@@ -3,7 +3,9 @@
 Log lines go to stderr. SIGINT and SIGTERM stop cleanly (exit 0) after removing the
 TUN device and every route that was added. A failure to start exits non-zero with
 one line saying why: bad configuration (2), no root or ``/dev/net/tun``, port in
-use, handshake refused or unanswered (1).
+use, handshake refused or unanswered (1). So does losing, while running, the TUN
+device, the control socket or the one address the server listens on (1, see
+``watchdog.py``), after the same clean-up as on SIGTERM.
 """
 
 from __future__ import annotations

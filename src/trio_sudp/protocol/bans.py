@@ -18,8 +18,11 @@ from typing import Final
 
 __all__ = ["BAN_SECONDS", "FLOOD_REFUSALS", "MAX_BANNED", "MAX_BAN_SECONDS", "Bans"]
 
-#: Refusals at the door within one look that make a host a flooder.
-FLOOD_REFUSALS: Final = 1000
+#: Refusals at the door within one look that make a host a flooder: ten times what
+#: the door lets through. Low, because the strangers' reader rests between full
+#: batches (``runtime/batches.py``): a host among many flooding ones is read, and
+#: refused, only a share of what it sends.
+FLOOD_REFUSALS: Final = 200
 #: Seconds of a first ban; each ban within :data:`MAX_BAN_SECONDS` of the last doubles.
 BAN_SECONDS: Final = 10.0
 MAX_BAN_SECONDS: Final = 320.0

@@ -1,14 +1,8 @@
 """The server's cheapest checks: in the kernel as a socket filter, else in Python.
 
-A datagram a correct client sends to the server always passes the header checks of
-:class:`PrefilterRules` (SPEC §1-§2): its size is 20..2048 bytes, its version is one
-the server speaks, its kind is ClientHandshake, Control or Data, its dst is the
-server (0), its src lies in the range of configured client addresses, and its ``len``
-fits the datagram and is the exact body size of a handshake or control of that
-version (a data body is at least its overhead). Anything else is garbage.
-
-:func:`build_server_filter` turns the rules (``protocol/prefilter.py``) into a
-classic BPF program that :func:`attach_filter` attaches to the UDP socket
+:func:`build_server_filter` turns the header rules every correct client's datagram
+passes (:class:`PrefilterRules`: ``protocol/prefilter.py`` says what they are) into
+a classic BPF program that :func:`attach_filter` attaches to the UDP socket
 (``SO_ATTACH_FILTER``), so that the kernel drops garbage before it is queued: no
 wakeup, no system call, no Python per datagram. :func:`prefilter_reason` applies the
 same rules in Python where the kernel refuses the filter (not Linux, no classic BPF),

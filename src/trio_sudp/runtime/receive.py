@@ -96,12 +96,7 @@ class UDPReceiver:
                 raise
             except Exception:
                 self._internal_error(address)
-        stats = self._stats
-        stats.rx_datagrams += count
-        stats.rx_calls += count
-        stats.rx_batches += count > 0
-        if self._strangers:
-            stats.rx_strangers += count
+        self._count(count, calls=count, coalesced=0)
         return count
 
     def _drain_coalesced(self, now: float) -> int:
@@ -132,6 +127,11 @@ class UDPReceiver:
                 raise
             except Exception:
                 self._internal_error(address)
+        self._count(count, calls=calls, coalesced=coalesced)
+        return count
+
+    def _count(self, count: int, *, calls: int, coalesced: int) -> None:
+        """One batch's datagrams, receive calls and coalesced receives, into the stats."""
         stats = self._stats
         stats.rx_datagrams += count
         stats.rx_segment_receives += coalesced
@@ -139,7 +139,6 @@ class UDPReceiver:
         stats.rx_batches += calls > 0
         if self._strangers:
             stats.rx_strangers += count
-        return count
 
     def _internal_error(self, address: Address) -> None:
         # A bug must not let one datagram stop the tunnel: log and go on.

@@ -317,9 +317,9 @@ async def open_server(
 
     ``local`` is the server's identity (virtual address 0), ``peers`` the clients it
     accepts, each a :class:`~trio_sudp.Peer` with its own version and v3 shared key.
-    ClientHandshakes are rate-limited to ``handshake_rate`` per second per source
-    host (``None``: no limit). Leaving the block closes the socket and cancels every
-    peer's tasks.
+    A source host that is no client's endpoint may have ``handshake_rate`` signed
+    datagrams a second looked at, ``handshake_burst`` at once (``None``: no limit).
+    Leaving the block closes the sockets and cancels every peer's tasks.
     """
     check_common(local, settings, clock, network, receive_queue)
     core = make_core(

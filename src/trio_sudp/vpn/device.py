@@ -12,6 +12,10 @@ Inside :meth:`DeviceIO.write_batch` (the UDP task enters it for each batch of
 received datagrams) the packets written are collected; on a device opened with a
 vnet header (Linux ``IFF_VNET_HDR``) they are then written with the TCP segments of
 one flow merged into GSO packets (``coalesce.py``), one write for up to 64 segments.
+
+A device deleted under the tunnel (``ip link del``) ends it with :class:`TunError`
+"TUN device sudp0 was removed": the reader raises it on its next read; a write that
+finds the device gone ends the writer task, which raises it.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ __all__ = ["DeviceIO", "DeviceStats", "io_drops"]
 
 log = logging.getLogger("trio_sudp")
 
-#: Errors of a read that mean the device itself is gone (``ip link del`` under us).
+#: Errors of a read or write that mean the device itself is gone (``ip link del`` under us).
 _DEVICE_GONE = frozenset({errno.EBADFD, errno.ENODEV, errno.ENXIO})
 #: Errors of a GSO write that mean the kernel will not take them at all.
 _GSO_REFUSED = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, errno.EPROTONOSUPPORT})
@@ -122,6 +126,9 @@ class DeviceIO:
             self._write_some, device.wait_writable, limit=TUN_BACKLOG_LIMIT
         )
         self._boundary = Boundary(self.begin_write_batch, self.end_write_batch)
+        # A write that found the device gone sets the errno and ends the writer task.
+        self._removed_errno: int | None = None
+        self._writer_scope = trio.CancelScope()
 
     def status(self) -> dict[str, object]:
         """The counters, for ``trio-sudp show``, and whether GSO writes are on."""
@@ -189,8 +196,17 @@ class DeviceIO:
             self._queue(write)
 
     async def run_writer(self) -> None:
-        """The writer task: drain the backlog as the device has room, until it closes."""
-        await self._backlog.run()
+        """The writer task: drain the backlog as the device has room, until it closes.
+
+        Raises :class:`TunError` once a write found the device removed.
+        """
+        with self._writer_scope:
+            await self._backlog.run()
+        if self._removed_errno is not None:
+            raise self._removed_error(self._removed_errno)
+
+    def _removed_error(self, code: int | None) -> TunError:
+        return TunError(f"TUN device {self.device.name} was removed", code)
 
     def _queue(self, write: bytes | Write) -> None:
         if not self._backlog.push(write):
@@ -229,6 +245,10 @@ class DeviceIO:
     def _refused(self, write: bytes | Write, exc: OSError) -> None:
         packets, size = _write_counts(write)
         self.stats.tx_errors += packets
+        if exc.errno in _DEVICE_GONE:
+            self._removed_errno = exc.errno
+            self._writer_scope.cancel()
+            return
         log.debug("the kernel refused %d packet(s), %d bytes: %s", packets, size, exc)
         if packets > 1 and self._merging and exc.errno in _GSO_REFUSED:
             # TCP resends the lost segments; later batches go out one packet per write.
@@ -272,10 +292,7 @@ class DeviceIO:
                 raise
             except OSError as exc:
                 if exc.errno in _DEVICE_GONE:
-                    raise TunError(
-                        f"the tunnel device {self.device.name} went away (deleted while in use?)",
-                        exc.errno,
-                    ) from exc
+                    raise self._removed_error(exc.errno) from exc
                 raise
             reads += 1
             for packet in packets:
