@@ -1,6 +1,6 @@
 """What the root benchmarks share: namespaces, processes, CPU accounting, trio-sudp's CLI.
 
-``bench_vpn.py`` and ``bench_flood.py`` build network namespaces joined by a veth pair
+``bench_vpn.py`` and ``bench_hostile.py`` build network namespaces joined by a veth pair
 (``<prefix><pid>-0`` and ``-1``; addresses exist only inside them, nothing is routed
 outside), start daemons in them with ``ip netns exec`` (which keeps the pid, so
 ``/proc/<pid>`` is the daemon's own), and always remove both again. trio-sudp is

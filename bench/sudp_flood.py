@@ -3,7 +3,7 @@
     python bench/sudp_flood.py attack --mode garbage --target 10.201.0.1:7003 --seconds 10
     python bench/sudp_flood.py sink --bind 0.0.0.0:7999 --seconds 10
 
-The attacker of ``bench_flood.py`` (which runs it inside its namespaces; never point
+The attacker of ``bench_hostile.py`` (which runs it inside its namespaces; never point
 it at anything else). Its datagrams are built before the loop starts and sent with
 ``sendmmsg(2)`` (through ctypes: one system call for a batch of ``--batch``
 datagrams, each its own packet on the wire, none merged), from one connected UDP
@@ -24,7 +24,7 @@ control
     Control(KeepAlive) messages for the client's current epoch (``--epoch``), fresh
     timestamps, a well-formed wrong signature;
 handshake64
-    ``handshake`` from every ``--source`` address in turn (bench_flood gives 64).
+    ``handshake`` from every ``--source`` address in turn (bench_hostile gives 64).
 
 Timestamps are refreshed every 50 ms (in place, between batches). On SIGTERM or
 after ``--seconds`` it prints one JSON line: datagrams sent, seconds, rate, send

@@ -1,6 +1,6 @@
 """Hostile load: one flooding process against a live trio-sudp tunnel (root, Linux).
 
-    sudo .venv/bin/python bench/bench_flood.py [--quick] [--json] [--versions 2,3]
+    sudo .venv/bin/python bench/bench_hostile.py [--quick] [--json] [--versions 2,3]
         [--modes garbage,handshake,replay,control,handshake64] [--seconds 8]
 
 Builds two network namespaces joined by a veth pair (``sudpflood-<pid>-0`` and ``-1``;
@@ -800,7 +800,7 @@ def as_json(results: list[Series], args: argparse.Namespace, command: str, about
         }
 
     doc = {
-        "benchmark": "bench_flood",
+        "benchmark": "bench_hostile",
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command,
         "machine": about,
@@ -884,7 +884,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join([os.path.relpath(sys.executable), *sys.argv])
-    problem = check_host("bench_flood")
+    problem = check_host("bench_hostile")
     if problem is not None:
         print(problem, file=sys.stderr)
         return 2
