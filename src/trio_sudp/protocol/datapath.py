@@ -187,7 +187,3 @@ class DataCodec:
             counter,
         )
         return seal_data(head, payload, key.aead, self.tagger)
-
-    def open(self, key: EpochKey, datagram: bytes, length: int) -> bytes | DropReason:
-        """:func:`open_data` with this peer's header tag."""
-        return open_data(datagram, length, key.aead, self.tagger, self.tag_len)
