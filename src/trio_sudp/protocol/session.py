@@ -294,12 +294,7 @@ class Session(abc.ABC):
                     if reason is not None:
                         self._drop(reason)
                         return None
-                replay = key.replay
-                # ReplayFilter.check's in-order case inlined (the per-packet one; the
-                # filter's own tests, tests/test_replay.py, hold check to its rules).
-                if prefix == replay.prefix and counter == replay.next_counter:
-                    replay.next_counter = counter + 1
-                elif not replay.check(prefix, counter):
+                if not key.replay.check(prefix, counter):
                     self._drop(DropReason.REPLAY)
                     return None
                 self.last_received_at = self._data_received_at = now
@@ -369,11 +364,7 @@ class Session(abc.ABC):
             if type(opened) is not bytes:
                 self._drop(opened)  # type: ignore[arg-type]
                 continue
-            replay = key.replay
-            # As in receive(): ReplayFilter.check's in-order case inlined.
-            if prefix == replay.prefix and counter == replay.next_counter:
-                replay.next_counter = counter + 1
-            elif not replay.check(prefix, counter):
+            if not key.replay.check(prefix, counter):
                 self._drop(DropReason.REPLAY)
                 continue
             if address != endpoint:
